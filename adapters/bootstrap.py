@@ -1,0 +1,77 @@
+"""The composition root: the one place that turns settings into concrete, wired objects."""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+
+from sqlalchemy import Engine
+
+from adapters.event_store import event_store_env
+from adapters.kafka.consumer import ConsumerRunner
+from adapters.kafka.lease import lease_for
+from adapters.kafka.relay import Relay, RelayPositionStore
+from adapters.settings import Settings
+from adapters.sql.engine import create_sql_engine
+from projections.base import Projection
+from services.application import TroveApplication
+
+
+@cache
+def _engine(url: str) -> Engine:
+    return create_sql_engine(url)
+
+
+def read_model_engine(settings: Settings) -> Engine:
+    return _engine(settings.read_model_url)
+
+
+def event_store_engine(settings: Settings) -> Engine:
+    return _engine(settings.event_store_url)
+
+
+def build_application(settings: Settings, application_class: type[TroveApplication] = TroveApplication,
+                      ) -> TroveApplication:
+    return application_class(env=event_store_env(settings.event_store_url))
+
+
+def build_relay(settings: Settings, application: TroveApplication | None = None) -> Relay:
+    application = application or build_application(settings)
+    engine = event_store_engine(settings)
+    return Relay(
+        application=application,
+        positions=RelayPositionStore(engine, settings.relay_name, settings.topics.events),
+        lease=lease_for(engine, settings.event_store_url, f"relay-{settings.relay_name}"),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=settings.topics.events,
+        partitions=settings.events_partitions,
+        batch_size=settings.relay_batch_size,
+        idle_sleep_s=settings.relay_idle_sleep_s,
+        name=settings.relay_name,
+    )
+
+
+def build_projection_runner(settings: Settings, projection: Projection) -> ConsumerRunner:
+    engine = read_model_engine(settings)
+    projection.metadata.create_all(engine)
+    return ConsumerRunner(
+        name=projection.name,
+        group_id=settings.group_id(projection.name),
+        topics={settings.topics.events: settings.events_partitions},
+        decode=projection.catalog.decode,
+        apply=projection.apply,
+        engine=engine,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        dead_letter_topic=settings.topics.dead_letter,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        max_records=settings.consumer_max_records,
+    )
+
+
+def load_projection(path: str) -> Projection:
+    """``module:factory`` → a projection, for operators' own projections and the test suite's."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"projection must be given as module:factory, got {path!r}")
+    factory = getattr(importlib.import_module(module_name), attribute)
+    return factory() if callable(factory) else factory

@@ -1,0 +1,215 @@
+"""The relay: tails the event store's notification log and publishes each event on Kafka.
+
+Guarantees, and how:
+- *No gap.* The store's notification ids are assigned in commit order (the library serialises
+  writers), the relay reads them in order and saves its position only after the broker has
+  acknowledged everything up to it. A crash resends from the saved position; consumers drop the
+  repeats by ``(aggregate_id, version)``.
+- *Per-aggregate order.* Messages are keyed by aggregate id, so one aggregate lives in one
+  partition; the idempotent producer keeps the order of retried sends within it.
+- *Survives losing the broker.* The saved position names the topic incarnation (its topic id).
+  A topic that is new, or recreated empty by a restarted in-memory broker, has another id, so the
+  relay republishes from the start of the store.
+- *One relay at a time.* Publishing needs a lease (advisory lock or file lock); a second relay
+  waits until the first one stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from eventsourcing.application import Application
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from sqlalchemy import Engine, select
+
+from adapters.kafka.lease import Lease, LeaseLost, acquire
+from adapters.kafka.topics import TopicUnavailable, admin_client, ensure_topic, topic_id
+from adapters.sql.tracking import relay_positions, tracking_metadata
+from adapters.sql.upsert import upsert_statement
+from domain.public_events import to_public_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RelayPosition:
+    topic_id: str
+    notification_id: int
+
+
+class RelayPositionStore:
+    """The relay's durable position, kept in the event store's own database."""
+
+    def __init__(self, engine: Engine, relay_name: str, topic: str) -> None:
+        self._engine = engine
+        self._name = relay_name
+        self._topic = topic
+        tracking_metadata.create_all(engine, tables=[relay_positions])
+
+    def load(self) -> RelayPosition | None:
+        with self._engine.connect() as connection:
+            row = connection.execute(
+                select(relay_positions.c.topic_id, relay_positions.c.notification_id)
+                .where(relay_positions.c.relay_name == self._name)).first()
+        return RelayPosition(row.topic_id, row.notification_id) if row else None
+
+    def save(self, position: RelayPosition) -> None:
+        with self._engine.begin() as connection:
+            connection.execute(
+                upsert_statement(connection, relay_positions, ["relay_name"],
+                                 ["topic", "topic_id", "notification_id"]),
+                {"relay_name": self._name, "topic": self._topic, "topic_id": position.topic_id,
+                 "notification_id": position.notification_id})
+
+
+class Relay:
+    """Publishes the store's notification log to the events topic, in order, without gaps."""
+
+    def __init__(
+        self,
+        *,
+        application: Application,
+        positions: RelayPositionStore,
+        lease: Lease,
+        bootstrap_servers: str,
+        topic: str,
+        partitions: int,
+        batch_size: int = 1000,
+        idle_sleep_s: float = 0.02,
+        topic_check_interval_s: float = 2.0,
+        name: str = "trove",
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._app = application
+        self._positions = positions
+        self._lease = lease
+        self._bootstrap = bootstrap_servers
+        self._topic = topic
+        self._partitions = partitions
+        self._batch_size = batch_size
+        self._idle_sleep_s = idle_sleep_s
+        self._topic_check_interval_s = topic_check_interval_s
+        self._name = name
+        self._on_batch = on_batch
+        self._stop = threading.Event()
+        self._producer: KafkaProducer | None = None
+        self.published = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Publish until ``stop()``; transient broker errors are retried with backoff."""
+        if not acquire(self._lease, f"relay {self._name}", self._stop.is_set):
+            return
+        try:
+            backoff = 0.2
+            while not self._stop.is_set():
+                try:
+                    self._publish_until_stopped()
+                except (KafkaError, TopicUnavailable, OSError) as exc:
+                    log.warning("broker unavailable (%s); retrying in %.1fs from the saved position",
+                                exc, backoff)
+                    self._close_producer()
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                else:
+                    backoff = 0.2
+        finally:
+            self._close_producer()
+            self._lease.release()
+
+    def _publish_until_stopped(self) -> None:
+        current_topic_id = self._ensure_topic()
+        position = self._starting_position(current_topic_id)
+        self._producer = self._producer or self._new_producer()
+        checked_at = time.monotonic()
+        while not self._stop.is_set():
+            self._lease.check()
+            if time.monotonic() - checked_at >= self._topic_check_interval_s:
+                if self._current_topic_id() != current_topic_id:
+                    log.warning("topic %s was recreated; republishing from the start of the store", self._topic)
+                    return
+                checked_at = time.monotonic()
+            notifications = self._app.recorder.select_notifications(
+                start=position.notification_id, limit=self._batch_size, inclusive_of_start=False)
+            if not notifications:
+                self._stop.wait(self._idle_sleep_s)
+                continue
+            self._publish(notifications)
+            position = RelayPosition(current_topic_id, notifications[-1].id)
+            self._positions.save(position)
+            self.published += len(notifications)
+            if self._on_batch:
+                self._on_batch(position.notification_id)
+
+    def _publish(self, notifications: list) -> None:
+        producer = self._producer
+        assert producer is not None
+        to_domain_event = self._app.mapper.to_domain_event
+        futures = []
+        for notification in notifications:
+            public = to_public_event(to_domain_event(notification))
+            futures.append(producer.send(
+                self._topic,
+                key=public.aggregate_id.encode(),
+                value=public.to_json(),
+                headers=[("event_type", public.type.encode()),
+                         ("notification_id", str(notification.id).encode())]))
+        producer.flush()
+        for future in futures:
+            if future.failed():
+                raise future.exception
+            if not future.is_done:
+                raise KafkaError("a send did not complete before flush returned")
+
+    def _starting_position(self, current_topic_id: str) -> RelayPosition:
+        saved = self._positions.load()
+        if saved is None:
+            log.info("relay %s starts publishing from the start of the store", self._name)
+            return RelayPosition(current_topic_id, 0)
+        if saved.topic_id != current_topic_id:
+            log.warning("topic %s is new or was emptied (id %s, was %s); republishing every event",
+                        self._topic, current_topic_id, saved.topic_id)
+            return RelayPosition(current_topic_id, 0)
+        log.info("relay %s resumes after notification %d", self._name, saved.notification_id)
+        return saved
+
+    def _ensure_topic(self) -> str:
+        with admin_client(self._bootstrap) as admin:
+            return ensure_topic(admin, self._topic, self._partitions)
+
+    def _current_topic_id(self) -> str | None:
+        with admin_client(self._bootstrap) as admin:
+            return topic_id(admin, self._topic)
+
+    def _new_producer(self) -> KafkaProducer:
+        return KafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            client_id=f"trove-es-relay-{self._name}",
+            acks="all",
+            enable_idempotence=True,
+            # The relay creates the topic with the configured partitions; never let a send do it.
+            allow_auto_create_topics=False,
+            linger_ms=5,
+            batch_size=256 * 1024,
+            max_block_ms=10_000,
+            delivery_timeout_ms=30_000,
+            request_timeout_ms=10_000,
+        )
+
+    def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=1)
+            except Exception:  # a dead broker must not stop the relay from retrying
+                log.debug("closing the producer failed", exc_info=True)
+
+
+__all__ = ["LeaseLost", "Relay", "RelayPosition", "RelayPositionStore"]

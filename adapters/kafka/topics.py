@@ -1,0 +1,66 @@
+"""Topic administration: make sure a topic exists with the configured partitions, learn its id.
+
+A topic's id (KIP-516) names one incarnation of it. When a broker that keeps topics in memory
+restarts, the topic comes back empty with a new id; the relay and the consumers compare ids to
+notice and start again from the beginning.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_TOPIC_OR_PARTITION = 3
+
+
+class TopicUnavailable(RuntimeError):
+    pass
+
+
+@contextmanager
+def admin_client(bootstrap_servers: str, timeout_ms: int = 10_000) -> Iterator[KafkaAdminClient]:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms,
+                             bootstrap_timeout_ms=timeout_ms, client_id="trove-es-admin")
+    try:
+        yield admin
+    finally:
+        admin.close()
+
+
+def topic_id(admin: KafkaAdminClient, topic: str) -> str | None:
+    """The id of ``topic``'s current incarnation, or None when it does not exist."""
+    for described in admin.describe_topics([topic]):
+        if described["name"] != topic:
+            continue
+        if described["error_code"] == UNKNOWN_TOPIC_OR_PARTITION:
+            return None
+        if described["error_code"]:
+            raise TopicUnavailable(f"topic {topic}: broker error code {described['error_code']}")
+        return str(described["topic_id"])
+    return None
+
+
+def ensure_topic(admin: KafkaAdminClient, topic: str, partitions: int, timeout_s: float = 15.0) -> str:
+    """Create ``topic`` if it is missing; return its id once every partition has a leader."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        current = topic_id(admin, topic)
+        if current is not None:
+            return current
+        try:
+            admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": -1}},
+                                wait_for_metadata=True)
+            log.info("created topic %s with %d partitions", topic, partitions)
+        except TopicAlreadyExistsError:
+            pass
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise TopicUnavailable(f"could not create topic {topic}: {exc}") from exc
+            time.sleep(0.2)

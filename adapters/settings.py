@@ -1,0 +1,155 @@
+"""One typed settings object, read from ``TROVE_ES_*`` environment variables.
+
+Every setting has an embedded default, so ``trove-es up`` runs with no configuration at all:
+SQLite files under the data directory and a broker started by the stack. Production sets the
+URLs and the bootstrap servers. ``SETTINGS_DOC`` feeds the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PREFIX = "TROVE_ES_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Topics:
+    events: str = "trove.events"
+    conductor: str = "trove.conductor"
+    notifications_info: str = "notifications.info"
+    notifications_error: str = "notifications.error"
+    dead_letter: str = "trove.dead-letter"
+    guest_prefix: str = "trove.guest."
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./var")
+    event_store_url: str = ""
+    read_model_url: str = ""
+    kafka_bootstrap_servers: str = ""
+    topics: Topics = field(default_factory=Topics)
+    events_partitions: int = 8
+    conductor_partitions: int = 4
+    notifications_partitions: int = 4
+    consumer_group_prefix: str = "trove-es"
+    kafka_session_timeout_ms: int = 6000
+    relay_name: str = "trove"
+    relay_batch_size: int = 1000
+    relay_idle_sleep_s: float = 0.02
+    consumer_max_records: int = 2000
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return not self.kafka_bootstrap_servers
+
+    def group_id(self, consumer: str) -> str:
+        """The Kafka consumer group of one projection or process."""
+        return f"{self.consumer_group_prefix}.{consumer}"
+
+    def with_bootstrap_servers(self, servers: str) -> Settings:
+        return _replace(self, kafka_bootstrap_servers=servers)
+
+
+def _replace(settings: Settings, **changes: object) -> Settings:
+    values = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    values.update(changes)
+    return Settings(**values)
+
+
+# name, default shown to operators, meaning. Kept next to the parser so the README cannot drift.
+SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
+    ("TROVE_ES_DATA_DIR", "./var/", "Where embedded SQLite files, logs, keys and `stack.json` live."),
+    ("TROVE_ES_EVENT_STORE_URL", "sqlite:///<data dir>/events.db",
+     "Event store. `postgresql://user@host:5432/db` in production (DB functions enabled)."),
+    ("TROVE_ES_READ_MODEL_URL", "sqlite:///<data dir>/read_models.db",
+     "SQLAlchemy URL of the read models, consumer offsets and dedupe marks."),
+    ("TROVE_ES_KAFKA_BOOTSTRAP_SERVERS", "(empty)",
+     "Kafka bootstrap servers. Empty: the stack starts the embedded `tansu` broker."),
+    ("TROVE_ES_TOPIC_EVENTS", "trove.events", "Domain events, keyed by aggregate id."),
+    ("TROVE_ES_TOPIC_CONDUCTOR", "trove.conductor", "Guest heartbeats and results."),
+    ("TROVE_ES_TOPIC_NOTIFICATIONS_INFO", "notifications.info", "oslo.messaging INFO notifications."),
+    ("TROVE_ES_TOPIC_NOTIFICATIONS_ERROR", "notifications.error", "oslo.messaging ERROR notifications."),
+    ("TROVE_ES_TOPIC_DEAD_LETTER", "trove.dead-letter", "Messages a consumer could not process."),
+    ("TROVE_ES_TOPIC_GUEST_PREFIX", "trove.guest.", "Prefix of each guest's command topic."),
+    ("TROVE_ES_EVENTS_PARTITIONS", "8", "Partitions of the events topic when the relay creates it."),
+    ("TROVE_ES_CONDUCTOR_PARTITIONS", "4", "Partitions of the conductor topic."),
+    ("TROVE_ES_NOTIFICATIONS_PARTITIONS", "4", "Partitions of each notifications topic."),
+    ("TROVE_ES_CONSUMER_GROUP_PREFIX", "trove-es", "Consumer groups are `<prefix>.<consumer name>`."),
+    ("TROVE_ES_KAFKA_SESSION_TIMEOUT_MS", "6000", "Consumer session timeout (short, so group joins are quick)."),
+    ("TROVE_ES_RELAY_NAME", "trove", "Name of the relay's durable position and lease."),
+    ("TROVE_ES_RELAY_BATCH_SIZE", "1000", "Events the relay reads and publishes per batch."),
+    ("TROVE_ES_RELAY_IDLE_SLEEP_S", "0.02", "How long the relay waits when the store has nothing new."),
+    ("TROVE_ES_CONSUMER_MAX_RECORDS", "2000", "Records a consumer applies per poll (one SQL transaction)."),
+)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from the environment; unknown values raise ``SettingsError``."""
+    env = os.environ if environ is None else environ
+
+    def text(name: str, default: str) -> str:
+        return env.get(PREFIX + name, default).strip() or default
+
+    def integer(name: str, default: int, minimum: int = 1) -> int:
+        raw = env.get(PREFIX + name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{PREFIX}{name} must be an integer, got {raw!r}") from None
+        if value < minimum:
+            raise SettingsError(f"{PREFIX}{name} must be at least {minimum}, got {value}")
+        return value
+
+    def number(name: str, default: float) -> float:
+        raw = env.get(PREFIX + name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{PREFIX}{name} must be a number, got {raw!r}") from None
+        if value < 0:
+            raise SettingsError(f"{PREFIX}{name} must not be negative, got {value}")
+        return value
+
+    data_dir = Path(text("DATA_DIR", "./var")).expanduser().resolve()
+    defaults = Topics()
+    topics = Topics(
+        events=text("TOPIC_EVENTS", defaults.events),
+        conductor=text("TOPIC_CONDUCTOR", defaults.conductor),
+        notifications_info=text("TOPIC_NOTIFICATIONS_INFO", defaults.notifications_info),
+        notifications_error=text("TOPIC_NOTIFICATIONS_ERROR", defaults.notifications_error),
+        dead_letter=text("TOPIC_DEAD_LETTER", defaults.dead_letter),
+        guest_prefix=text("TOPIC_GUEST_PREFIX", defaults.guest_prefix),
+    )
+    event_store_url = text("EVENT_STORE_URL", f"sqlite:///{data_dir / 'events.db'}")
+    read_model_url = text("READ_MODEL_URL", f"sqlite:///{data_dir / 'read_models.db'}")
+    for name, url in (("EVENT_STORE_URL", event_store_url), ("READ_MODEL_URL", read_model_url)):
+        if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise SettingsError(f"{PREFIX}{name} must be a sqlite:// or postgresql:// URL")
+    return Settings(
+        data_dir=data_dir,
+        event_store_url=event_store_url,
+        read_model_url=read_model_url,
+        kafka_bootstrap_servers=text("KAFKA_BOOTSTRAP_SERVERS", ""),
+        topics=topics,
+        events_partitions=integer("EVENTS_PARTITIONS", 8),
+        conductor_partitions=integer("CONDUCTOR_PARTITIONS", 4),
+        notifications_partitions=integer("NOTIFICATIONS_PARTITIONS", 4),
+        consumer_group_prefix=text("CONSUMER_GROUP_PREFIX", "trove-es"),
+        kafka_session_timeout_ms=integer("KAFKA_SESSION_TIMEOUT_MS", 6000, minimum=1000),
+        relay_name=text("RELAY_NAME", "trove"),
+        relay_batch_size=integer("RELAY_BATCH_SIZE", 1000),
+        relay_idle_sleep_s=number("RELAY_IDLE_SLEEP_S", 0.02),
+        consumer_max_records=integer("CONSUMER_MAX_RECORDS", 2000),
+    )

@@ -1,0 +1,139 @@
+"""``trove-es up``: one process that runs the whole embedded stack and stops it cleanly.
+
+Each worker (relay, projections) is a child process, as it would be a separate deployment in
+production; a child that dies is restarted with backoff, and Ctrl-C or SIGTERM stops every child
+before the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from adapters.kafka.broker import EmbeddedBroker
+from adapters.settings import Settings
+from adapters.sql.engine import redacted
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Worker:
+    name: str
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    log_path: Path | None = field(default=None)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, workers: dict[str, list[str]]) -> None:
+        self.settings = settings
+        self.workers = [Worker(name, args) for name, args in workers.items()]
+        self.broker: EmbeddedBroker | None = None
+        self._stopping = False
+
+    def run(self) -> int:
+        data_dir = self.settings.data_dir
+        (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+        settings = self.settings
+        if settings.uses_embedded_broker:
+            self.broker = EmbeddedBroker(log_path=data_dir / "logs" / "broker.log").start()
+            settings = settings.with_bootstrap_servers(self.broker.bootstrap_servers)
+        env = {**os.environ, "TROVE_ES_DATA_DIR": str(data_dir),
+               "TROVE_ES_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}
+        self._write_stack_file(settings)
+        try:
+            for worker in self.workers:
+                worker.log_path = data_dir / "logs" / f"{worker.name}.log"
+                self._start(worker, env)
+            self._print_banner(settings)
+            while not self._stopping:
+                for worker in self.workers:
+                    self._watch(worker, env)
+                time.sleep(0.5)
+        finally:
+            self._stop_all()
+            (data_dir / "stack.json").unlink(missing_ok=True)
+        return 0
+
+    def _request_stop(self, _signum: int, _frame: object) -> None:
+        self._stopping = True
+
+    def _start(self, worker: Worker, env: dict[str, str]) -> None:
+        assert worker.log_path is not None
+        with open(worker.log_path, "ab") as output:
+            worker.process = subprocess.Popen([sys.executable, "-m", "adapters.cli", *worker.args],
+                                              stdout=output, stderr=subprocess.STDOUT, env=env)
+        log.info("started %s (pid %d), log: %s", worker.name, worker.process.pid, worker.log_path)
+
+    def _watch(self, worker: Worker, env: dict[str, str]) -> None:
+        if worker.process is None:
+            if time.monotonic() >= worker.next_start:
+                self._start(worker, env)
+            return
+        code = worker.process.poll()
+        if code is None:
+            return
+        worker.process = None
+        worker.restarts += 1
+        delay = min(2 ** min(worker.restarts, 5), 30)
+        worker.next_start = time.monotonic() + delay
+        log.warning("%s exited with code %s; restarting in %ds (see %s)", worker.name, code, delay,
+                    worker.log_path)
+
+    def _stop_all(self) -> None:
+        for worker in self.workers:
+            if worker.process and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for worker in self.workers:
+            if worker.process is None:
+                continue
+            try:
+                worker.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within 15s; killing it", worker.name)
+                worker.process.kill()
+                worker.process.wait()
+        if self.broker:
+            self.broker.stop()
+        log.info("stack stopped")
+
+    def _write_stack_file(self, settings: Settings) -> None:
+        stack = {
+            "pid": os.getpid(),
+            "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
+            "embedded_broker": settings.uses_embedded_broker or self.broker is not None,
+            "event_store_url": redacted(settings.event_store_url),
+            "read_model_url": redacted(settings.read_model_url),
+            "topics": vars(settings.topics),
+            "workers": [w.name for w in self.workers],
+        }
+        path = settings.data_dir / "stack.json"
+        path.write_text(json.dumps(stack, indent=2) + "\n")
+
+    def _print_banner(self, settings: Settings) -> None:
+        print(f"""
+trove-es is running (data in {settings.data_dir}).
+  Kafka bootstrap servers: {settings.kafka_bootstrap_servers}{' (embedded tansu broker)' if self.broker else ''}
+  Event store:             {redacted(settings.event_store_url)}
+  Read models:             {redacted(settings.read_model_url)}
+  Workers:                 {', '.join(w.name for w in self.workers)} (logs in {settings.data_dir / 'logs'})
+  Stack file:              {settings.data_dir / 'stack.json'}
+
+Watch every domain event as it is published:
+  .venv/bin/python -m kafka.consumer --bootstrap-server {settings.kafka_bootstrap_servers} \\
+      --topic {settings.topics.events} --from-beginning
+Press Ctrl-C to stop.
+""", flush=True)

@@ -1,0 +1,16 @@
+"""Every domain event type the write side can publish.
+
+Consumers decode against this catalog, so an event type published without a consumer that knows
+it is refused loudly, never skipped. Each aggregate adds its event classes to ``EVENT_CLASSES``.
+"""
+
+from __future__ import annotations
+
+from domain.public_events import EventCatalog
+
+# Explicit rather than discovered: the public stream is a contract, so joining it is a decision.
+EVENT_CLASSES: tuple[type, ...] = ()
+
+
+def domain_catalog() -> EventCatalog:
+    return EventCatalog.of(EVENT_CLASSES)

@@ -1,0 +1,25 @@
+"""What a projection is: named, owning some tables, applying public events inside a SQL session.
+
+A projection never commits, never reads Kafka and never sees an offset: the consumer runner owns
+the transaction, so the projection's writes, the dedupe marks and the offsets land together.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sqlalchemy import MetaData
+from sqlalchemy.orm import Session
+
+from domain.public_events import EventCatalog, PublicEvent
+
+
+class Projection(Protocol):
+    #: Consumer name; its Kafka group is ``<prefix>.<name>``.
+    name: str
+    #: The tables it owns, created before it first runs.
+    metadata: MetaData
+    #: The event types this projection's deployment publishes; anything else is refused.
+    catalog: EventCatalog
+
+    def apply(self, event: PublicEvent, session: Session) -> None: ...

@@ -1,0 +1,71 @@
+"""Settings: embedded defaults, overrides, and clear errors for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.event_store import event_store_env
+from adapters.settings import SETTINGS_DOC, SettingsError, load_settings
+
+
+def test_embedded_defaults_need_no_configuration(tmp_path: Path) -> None:
+    settings = load_settings({"TROVE_ES_DATA_DIR": str(tmp_path)})
+    assert settings.event_store_url == f"sqlite:///{tmp_path / 'events.db'}"
+    assert settings.read_model_url == f"sqlite:///{tmp_path / 'read_models.db'}"
+    assert settings.uses_embedded_broker
+    assert settings.topics.events == "trove.events"
+    assert settings.group_id("instance-view") == "trove-es.instance-view"
+
+
+def test_production_values_override_defaults() -> None:
+    settings = load_settings({
+        "TROVE_ES_EVENT_STORE_URL": "postgresql://trove:s3cret@db.example:5433/trove",
+        "TROVE_ES_KAFKA_BOOTSTRAP_SERVERS": "kafka-1:9092,kafka-2:9092",
+        "TROVE_ES_TOPIC_EVENTS": "prod.events",
+        "TROVE_ES_EVENTS_PARTITIONS": "32",
+        "TROVE_ES_CONSUMER_GROUP_PREFIX": "region-one",
+    })
+    assert not settings.uses_embedded_broker
+    assert settings.topics.events == "prod.events"
+    assert settings.events_partitions == 32
+    assert settings.group_id("billing") == "region-one.billing"
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("TROVE_ES_EVENTS_PARTITIONS", "many", "must be an integer"),
+    ("TROVE_ES_EVENTS_PARTITIONS", "0", "must be at least 1"),
+    ("TROVE_ES_KAFKA_SESSION_TIMEOUT_MS", "10", "must be at least 1000"),
+    ("TROVE_ES_RELAY_IDLE_SLEEP_S", "-1", "must not be negative"),
+    ("TROVE_ES_EVENT_STORE_URL", "mysql://root@localhost/trove", "sqlite:// or postgresql://"),
+])
+def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=f"{name}.*{message}|{message}"):
+        load_settings({name: value})
+
+
+def test_postgres_event_store_enables_db_functions() -> None:
+    env = event_store_env("postgresql://trove:s3cret@db.example:5433/trove?schema=es")
+    assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+    assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"]) == ("db.example", "5433", "trove")
+    assert env["POSTGRES_ENABLE_DB_FUNCTIONS"] == "y"
+    assert env["POSTGRES_SCHEMA"] == "es"
+
+
+def test_sqlite_event_store_must_be_a_file(tmp_path: Path) -> None:
+    assert event_store_env(f"sqlite:///{tmp_path}/e.db")["SQLITE_DBNAME"] == f"{tmp_path}/e.db"
+    with pytest.raises(ValueError, match="SQLite file"):
+        event_store_env("sqlite:///:memory:")
+
+
+def test_every_documented_setting_is_read() -> None:
+    source = Path(load_settings.__code__.co_filename).read_text()
+    for name, _default, _meaning in SETTINGS_DOC:
+        assert f'"{name.removeprefix("TROVE_ES_")}"' in source, f"{name} is documented but never read"
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name, default, _meaning in SETTINGS_DOC:
+        assert f"| `{name}` | `{default}` |" in readme, f"README's configuration table lacks {name}"
