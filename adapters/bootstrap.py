@@ -13,6 +13,7 @@ from adapters.kafka.lease import lease_for
 from adapters.kafka.relay import Relay, RelayPositionStore
 from adapters.settings import Settings
 from adapters.sql.engine import create_sql_engine
+from adapters.sql.schema import create_tables
 from projections.base import Projection
 from services.application import TroveApplication
 
@@ -53,7 +54,7 @@ def build_relay(settings: Settings, application: TroveApplication | None = None)
 
 def build_projection_runner(settings: Settings, projection: Projection) -> ConsumerRunner:
     engine = read_model_engine(settings)
-    projection.metadata.create_all(engine)
+    create_tables(engine, projection.metadata)
     return ConsumerRunner(
         name=projection.name,
         group_id=settings.group_id(projection.name),

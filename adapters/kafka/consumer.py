@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from adapters.kafka.topics import admin_client, ensure_topic
+from adapters.sql.schema import create_tables
 from adapters.sql.tracking import consumer_marks, consumer_offsets, tracking_metadata
 from adapters.sql.upsert import upsert_statement
 
@@ -106,7 +107,7 @@ class ConsumerRunner:
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self.stats = RunnerStats()
-        tracking_metadata.create_all(engine, tables=[consumer_offsets, consumer_marks])
+        create_tables(engine, tracking_metadata, [consumer_offsets, consumer_marks])
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from ``run``."""

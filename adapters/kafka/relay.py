@@ -29,6 +29,7 @@ from sqlalchemy import Engine, select
 
 from adapters.kafka.lease import Lease, LeaseLost, acquire
 from adapters.kafka.topics import TopicUnavailable, admin_client, ensure_topic, topic_id
+from adapters.sql.schema import create_tables
 from adapters.sql.tracking import relay_positions, tracking_metadata
 from adapters.sql.upsert import upsert_statement
 from domain.public_events import to_public_event
@@ -49,7 +50,7 @@ class RelayPositionStore:
         self._engine = engine
         self._name = relay_name
         self._topic = topic
-        tracking_metadata.create_all(engine, tables=[relay_positions])
+        create_tables(engine, tracking_metadata, [relay_positions])
 
     def load(self) -> RelayPosition | None:
         with self._engine.connect() as connection:
