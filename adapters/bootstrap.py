@@ -61,6 +61,7 @@ def build_projection_runner(settings: Settings, projection: Projection) -> Consu
         topics={settings.topics.events: settings.events_partitions},
         decode=projection.catalog.decode,
         apply=projection.apply,
+        apply_batch=getattr(projection, "apply_batch", None),
         engine=engine,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         dead_letter_topic=settings.topics.dead_letter,

@@ -23,3 +23,8 @@ class Projection(Protocol):
     catalog: EventCatalog
 
     def apply(self, event: PublicEvent, session: Session) -> None: ...
+
+    # A projection may also define ``apply_batch(events: list[PublicEvent], session)``, applying a
+    # whole batch in order with the same effect as ``apply`` on each. The runner uses it on its fast
+    # path (a bulk INSERT is many times cheaper than one per event) and falls back to ``apply``, one
+    # savepoint per event, when a batch fails.

@@ -39,8 +39,15 @@ class EventJournal:
         self.catalog = domain_catalog()
 
     def apply(self, event: PublicEvent, session: Session) -> None:
-        session.execute(insert(event_journal).values(
-            aggregate_id=event.aggregate_id, version=event.version, event_id=event.event_id, type=event.type,
-            aggregate_type=event.aggregate_type, occurred_at=event.occurred_at, tenant_id=event.tenant_id,
-            request_id=event.request_id, user_id=event.user_id, schema_version=event.schema_version,
-            data=json.dumps(event.data, sort_keys=True)))
+        self.apply_batch([event], session)
+
+    def apply_batch(self, events: list[PublicEvent], session: Session) -> None:
+        if events:
+            session.execute(insert(event_journal), [_row(event) for event in events])
+
+
+def _row(event: PublicEvent) -> dict[str, object]:
+    return {"aggregate_id": event.aggregate_id, "version": event.version, "event_id": event.event_id,
+            "type": event.type, "aggregate_type": event.aggregate_type, "occurred_at": event.occurred_at,
+            "tenant_id": event.tenant_id, "request_id": event.request_id, "user_id": event.user_id,
+            "schema_version": event.schema_version, "data": json.dumps(event.data, sort_keys=True)}

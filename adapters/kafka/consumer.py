@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 Decode = Callable[[bytes], Any]
 Apply = Callable[[Any, Session], None]
+ApplyBatch = Callable[[list[Any], Session], None]
 
 
 class OwnershipLost(RuntimeError):
@@ -90,12 +91,14 @@ class ConsumerRunner:
         session_timeout_ms: int = 6000,
         max_records: int = 2000,
         poll_timeout_ms: int = 200,
+        apply_batch: ApplyBatch | None = None,
     ) -> None:
         self.name = name
         self.group_id = group_id
         self._topics = dict(topics)
         self._decode = decode
         self._apply = apply
+        self._apply_batch = apply_batch
         self._engine = engine
         self._bootstrap = bootstrap_servers
         self._dead_letter_topic = dead_letter_topic
@@ -254,19 +257,24 @@ class ConsumerRunner:
 
     def _apply_all(self, session: Session, marks: dict[str, int], decoded: list[tuple[ConsumerRecord, Any]],
                    failures: list[_Failure] | None) -> dict[str, int]:
+        """Apply what is new; ``failures`` is None on the fast path, where any error aborts the batch.
+
+        ``marks`` (each aggregate's last applied version) is updated in place; the return value is
+        the marks this batch changed, to be stored with the offsets.
+        """
         changed: dict[str, int] = {}
+        if failures is None and self._apply_batch is not None:
+            fresh = []
+            for _, message in decoded:
+                if self._is_new(message, marks):
+                    fresh.append(message)
+                    self._mark(message, marks, changed)
+            self._apply_batch(fresh, session)
+            self.stats.applied += len(fresh)
+            return changed
         for record, message in decoded:
-            key = getattr(message, "dedupe_key", None)
-            if key is not None:
-                aggregate_id, version = key
-                seen = marks.get(aggregate_id, 0)
-                if version <= seen:
-                    self.stats.duplicates += 1
-                    continue
-                if version > seen + 1 and seen:
-                    self.stats.gaps += 1
-                    log.error("%s: %s jumped from version %d to %d; an event is missing upstream",
-                              self.name, aggregate_id, seen, version)
+            if not self._is_new(message, marks):
+                continue
             if failures is None:
                 self._apply(message, session)
             else:
@@ -280,10 +288,29 @@ class ConsumerRunner:
                                              traceback.format_exc()))
                     continue
             self.stats.applied += 1
-            if key is not None:
-                marks[key[0]] = key[1]
-                changed[key[0]] = key[1]
+            self._mark(message, marks, changed)
         return changed
+
+    def _is_new(self, message: Any, marks: dict[str, int]) -> bool:
+        """False for a redelivery of something already applied."""
+        key = getattr(message, "dedupe_key", None)
+        if key is None:
+            return True
+        aggregate_id, version = key
+        seen = marks.get(aggregate_id, 0)
+        if version <= seen:
+            self.stats.duplicates += 1
+            return False
+        if version > seen + 1 and seen:
+            self.stats.gaps += 1
+            log.error("%s: %s jumped from version %d to %d; an event is missing upstream",
+                      self.name, aggregate_id, seen, version)
+        return True
+
+    @staticmethod
+    def _mark(message: Any, marks: dict[str, int], changed: dict[str, int]) -> None:
+        if (key := getattr(message, "dedupe_key", None)) is not None:
+            marks[key[0]] = changed[key[0]] = key[1]
 
     def _load_marks(self, session: Session, decoded: list[tuple[ConsumerRecord, Any]]) -> dict[str, int]:
         ids = {key[0] for _, m in decoded if (key := getattr(m, "dedupe_key", None)) is not None}
