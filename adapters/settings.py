@@ -45,6 +45,27 @@ class Settings:
     relay_batch_size: int = 1000
     relay_idle_sleep_s: float = 0.02
     consumer_max_records: int = 2000
+    api_host: str = "127.0.0.1"
+    api_port: int = 8779
+    api_workers: int = 2
+    auth_mode: str = "local"
+    keystone_url: str = ""
+    keystone_cache_s: float = 60.0
+    region: str = "RegionOne"
+    catalog_file: Path | None = None
+    quota_instances: int = 5
+    quota_volumes: int = 20
+    quota_backups: int = 50
+    usage_timeout_s: float = 1800.0
+    agent_heartbeat_expiry_s: float = 90.0
+    report_interval_s: float = 10.0
+    compute_driver: str = "fake"
+    fake_compute_delay_s: float = 0.5
+    read_your_writes_wait_s: float = 2.0
+
+    @property
+    def quota_defaults(self) -> dict[str, int]:
+        return {"instances": self.quota_instances, "volumes": self.quota_volumes, "backups": self.quota_backups}
 
     @property
     def uses_embedded_broker(self) -> bool:
@@ -88,6 +109,23 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("TROVE_ES_RELAY_BATCH_SIZE", "1000", "Events the relay reads and publishes per batch."),
     ("TROVE_ES_RELAY_IDLE_SLEEP_S", "0.02", "How long the relay waits when the store has nothing new."),
     ("TROVE_ES_CONSUMER_MAX_RECORDS", "2000", "Records a consumer applies per poll (one SQL transaction)."),
+    ("TROVE_ES_API_HOST", "127.0.0.1", "Address the REST API binds (Trove's `bind_host`)."),
+    ("TROVE_ES_API_PORT", "8779", "Port of the REST API (Trove's `bind_port`)."),
+    ("TROVE_ES_API_WORKERS", "2", "gunicorn workers serving the API."),
+    ("TROVE_ES_AUTH_MODE", "local", "`local` (tokens signed by this stack) or `keystone` (Keystone v3)."),
+    ("TROVE_ES_KEYSTONE_URL", "(empty)", "Keystone v3 endpoint, e.g. `http://keystone:5000/v3`, for `keystone` mode."),
+    ("TROVE_ES_KEYSTONE_CACHE_S", "60", "How long a validated Keystone token is trusted without asking again."),
+    ("TROVE_ES_REGION", "RegionOne", "Region reported in instance views and notifications."),
+    ("TROVE_ES_CATALOG_FILE", "(built in)", "JSON file of datastores, versions and flavors seeded on first start."),
+    ("TROVE_ES_QUOTA_INSTANCES", "5", "Default per-tenant instance quota (-1: unlimited)."),
+    ("TROVE_ES_QUOTA_VOLUMES", "20", "Default per-tenant volume quota in GB (-1: unlimited)."),
+    ("TROVE_ES_QUOTA_BACKUPS", "50", "Default per-tenant backup quota (-1: unlimited)."),
+    ("TROVE_ES_USAGE_TIMEOUT_S", "1800", "A build not healthy by then fails (Trove's `usage_timeout`)."),
+    ("TROVE_ES_AGENT_HEARTBEAT_EXPIRY_S", "90", "A guest silent this long shows `operating_status` ERROR."),
+    ("TROVE_ES_REPORT_INTERVAL_S", "10", "How often guests send heartbeats (Trove's `report_interval`)."),
+    ("TROVE_ES_COMPUTE_DRIVER", "fake", "`fake`: simulated servers, volumes and guests (no cloud needed)."),
+    ("TROVE_ES_FAKE_COMPUTE_DELAY_S", "0.5", "How long the fake compute takes to build or change a server."),
+    ("TROVE_ES_READ_YOUR_WRITES_WAIT_S", "2", "How long a read waits for the view to reach the caller's write."),
 )
 
 
@@ -122,6 +160,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise SettingsError(f"{PREFIX}{name} must not be negative, got {value}")
         return value
 
+    def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = text(name, default)
+        if value not in allowed:
+            raise SettingsError(f"{PREFIX}{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
     data_dir = Path(text("DATA_DIR", "./var")).expanduser().resolve()
     defaults = Topics()
     topics = Topics(
@@ -152,4 +196,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         relay_batch_size=integer("RELAY_BATCH_SIZE", 1000),
         relay_idle_sleep_s=number("RELAY_IDLE_SLEEP_S", 0.02),
         consumer_max_records=integer("CONSUMER_MAX_RECORDS", 2000),
+        api_host=text("API_HOST", "127.0.0.1"),
+        api_port=integer("API_PORT", 8779, minimum=0),
+        api_workers=integer("API_WORKERS", 2),
+        auth_mode=choice("AUTH_MODE", "local", ("local", "keystone")),
+        keystone_url=text("KEYSTONE_URL", ""),
+        keystone_cache_s=number("KEYSTONE_CACHE_S", 60.0),
+        region=text("REGION", "RegionOne"),
+        catalog_file=Path(raw_catalog).expanduser().resolve() if (raw_catalog := text("CATALOG_FILE", "")) else None,
+        quota_instances=integer("QUOTA_INSTANCES", 5, minimum=-1),
+        quota_volumes=integer("QUOTA_VOLUMES", 20, minimum=-1),
+        quota_backups=integer("QUOTA_BACKUPS", 50, minimum=-1),
+        usage_timeout_s=number("USAGE_TIMEOUT_S", 1800.0),
+        agent_heartbeat_expiry_s=number("AGENT_HEARTBEAT_EXPIRY_S", 90.0),
+        report_interval_s=number("REPORT_INTERVAL_S", 10.0),
+        compute_driver=choice("COMPUTE_DRIVER", "fake", ("fake",)),
+        fake_compute_delay_s=number("FAKE_COMPUTE_DELAY_S", 0.5),
+        read_your_writes_wait_s=number("READ_YOUR_WRITES_WAIT_S", 2.0),
     )

@@ -6,10 +6,13 @@ it is refused loudly, never skipped. Each aggregate adds its event classes to ``
 
 from __future__ import annotations
 
+from domain.datastores import CATALOG_EVENTS
+from domain.instance import INSTANCE_EVENTS
 from domain.public_events import EventCatalog
+from domain.quota import QUOTA_EVENTS
 
 # Explicit rather than discovered: the public stream is a contract, so joining it is a decision.
-EVENT_CLASSES: tuple[type, ...] = ()
+EVENT_CLASSES: tuple[type, ...] = INSTANCE_EVENTS + QUOTA_EVENTS + CATALOG_EVENTS
 
 
 def domain_catalog() -> EventCatalog:

@@ -31,6 +31,7 @@ EVENT_ID_NAMESPACE = uuid.UUID("6f0d1c39-5b8e-4f0c-9d64-7d0b5a3f2e11")
 # Attributes of a stored domain event that belong to the envelope, not to ``data``.
 _ENVELOPE_ATTRIBUTES = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic",
                                   "context"})
+_CONTEXT_IN_ENVELOPE = frozenset({"tenant_id", "request_id", "user_id"})
 
 
 class PublicEventError(ValueError):
@@ -86,8 +87,9 @@ def public_type_of(event_class: type) -> tuple[str, str, int]:
 def to_public_event(domain_event: Any) -> PublicEvent:
     """Map a stored domain event to its public envelope.
 
-    ``context`` on an event carries the operation context (request, tenant, user); everything
-    else the event holds becomes ``data``. Events never hold secrets, so nothing is redacted here.
+    ``context`` on an event carries the operation context: request, tenant and user go to the
+    envelope, the rest (client and server ip, server type) to ``data["context"]``; everything else
+    the event holds becomes ``data``. Events never hold secrets, so nothing is redacted here.
     """
     event_type, aggregate_type, schema_version = public_type_of(type(domain_event))
     aggregate_id = str(domain_event.originator_id)
@@ -96,6 +98,10 @@ def to_public_event(domain_event: Any) -> PublicEvent:
     if not isinstance(context, Mapping):
         context = {k: getattr(context, k, None) for k in ("tenant_id", "request_id", "user_id")}
     data = {k: _jsonable(v) for k, v in vars(domain_event).items() if k not in _ENVELOPE_ATTRIBUTES}
+    # The rest of the operation context (client_ip, server_ip, server_type) rides in data.
+    rest = {k: _jsonable(v) for k, v in context.items() if k not in _CONTEXT_IN_ENVELOPE}
+    if rest:
+        data["context"] = rest
     return PublicEvent(
         event_id=event_id_for(aggregate_id, version),
         type=event_type,

@@ -1,0 +1,254 @@
+"""The instance aggregate: one database instance's whole life, as events.
+
+Every state-changing API call is an *operation*: the event that accepts it names the operation
+(Trove's notification names: ``create``, ``restart``, ``resize_volume``, ``resize_instance``,
+``update``, ``reset_status``, ``delete``) and the operation ends with exactly one
+``OperationSucceeded`` or ``OperationFailed``. Notifications and fault history are projections of
+those pairs, so they hold however many processes took part in between.
+
+Each event carries the operation's ``context`` (see ``domain.context``). Nothing here is a secret:
+passwords for initial users go to the guest inside its encrypted command, never into an event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import ActionNotAllowed, InvalidRequest
+from domain.statuses import (
+    SERVER_ACTIVE,
+    SERVER_BUILD,
+    SERVER_DELETED,
+    ServiceStatus,
+    TaskStatus,
+    action_refusal,
+)
+
+Context = dict[str, Any]
+
+# Trove's operation names, as its DBaaS notifications use them.
+CREATE, RESTART, RESIZE_VOLUME, RESIZE_FLAVOR = "create", "restart", "resize_volume", "resize_instance"
+UPDATE, RESET_STATUS, DELETE = "update", "reset_status", "delete"
+
+NAME_MAX_LENGTH = 255
+
+
+def validate_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequest("Instance name must be a non-empty string.")
+    if len(name) > NAME_MAX_LENGTH:
+        raise InvalidRequest(f"Instance name must be at most {NAME_MAX_LENGTH} characters.")
+    return name
+
+
+class Instance(Aggregate):
+    @event("CreateRequested")
+    def __init__(self, *, context: Context, operation: str, name: str, tenant_id: str, flavor: dict[str, Any],
+                 volume_size: int | None, datastore: str, datastore_version: str, datastore_version_id: str,
+                 availability_zone: str | None, region: str, databases: list[str], users: list[str]) -> None:
+        self.name = name
+        self.tenant_id = tenant_id
+        self.flavor = flavor
+        self.volume_size = volume_size
+        self.datastore = datastore
+        self.datastore_version = datastore_version
+        self.datastore_version_id = datastore_version_id
+        self.region = region
+        self.server_id: str | None = None
+        self.volume_id: str | None = None
+        self.task = TaskStatus.BUILDING
+        self.server_status: str | None = SERVER_BUILD
+        self.service_status = ServiceStatus.NEW
+        self.deleted = False
+        self.operation: dict[str, Any] | None = {"name": operation, "request_id": context["request_id"],
+                                                 "context": context}
+        self.pending_change: dict[str, Any] = {}
+
+    # Provisioning, recorded by the task manager -----------------------------------------------
+
+    @event("ServerProvisioned")
+    def _server_provisioned(self, context: Context, server_id: str, volume_id: str | None,
+                            server_status: str, addresses: list[dict[str, Any]]) -> None:
+        self.server_id, self.volume_id, self.server_status = server_id, volume_id, server_status
+
+    def record_server_provisioned(self, context: Context, server_id: str, volume_id: str | None,
+                                  server_status: str, addresses: list[dict[str, Any]]) -> None:
+        self._server_provisioned(context, server_id, volume_id, server_status, addresses)
+
+    @event("ServerStatusChanged")
+    def record_server_status(self, context: Context, server_status: str, fault: str | None = None) -> None:
+        self.server_status = server_status
+
+    @event("PrepareSent")
+    def record_prepare_sent(self, context: Context, guest_topic: str) -> None:
+        pass
+
+    @event("ServiceStatusChanged")
+    def _service_status_changed(self, context: Context, service_status: str, previous: str) -> None:
+        self.service_status = ServiceStatus.from_description(service_status)
+
+    def change_service_status(self, context: Context, status: ServiceStatus) -> bool:
+        """Record a change of the guest's datastore status; False (nothing recorded) when unchanged."""
+        if status is self.service_status or self.deleted:
+            return False
+        self._service_status_changed(context, status.description, self.service_status.description)
+        return True
+
+    # User operations ------------------------------------------------------------------------------
+
+    def _check_can_act(self) -> None:
+        self._check_not_deleting()
+        refusal = action_refusal(self.task, self.server_status, self.service_status)
+        if refusal is not None:
+            status_type, status = refusal
+            raise ActionNotAllowed(
+                f"Instance {self.id} is not currently available for an action to be performed "
+                f"({status_type} status was {status}).")
+
+    def _check_not_deleting(self) -> None:
+        if self.deleted or self.task is TaskStatus.DELETING:
+            raise ActionNotAllowed(f"Instance {self.id} is being deleted.")
+
+    def restart(self, context: Context) -> None:
+        self._check_can_act()
+        self._restart_requested(context, RESTART)
+
+    @event("RestartRequested")
+    def _restart_requested(self, context: Context, operation: str) -> None:
+        self._open(context, operation, TaskStatus.REBOOTING)
+
+    def resize_volume(self, context: Context, new_size: int) -> None:
+        self._check_can_act()
+        if self.volume_size is None:
+            raise InvalidRequest("This instance has no volume to resize.")
+        if new_size <= self.volume_size:
+            raise InvalidRequest(f"The new volume 'size' must be larger than the current volume size of "
+                                 f"'{self.volume_size}'.")
+        self._volume_resize_requested(context, RESIZE_VOLUME, self.volume_size, new_size)
+
+    @event("VolumeResizeRequested")
+    def _volume_resize_requested(self, context: Context, operation: str, old_volume_size: int,
+                                 new_volume_size: int) -> None:
+        self._open(context, operation, TaskStatus.RESIZING)
+        self.pending_change = {"volume_size": new_volume_size}
+
+    @event("VolumeResized")
+    def record_volume_resized(self, context: Context, old_volume_size: int, volume_size: int) -> None:
+        self.volume_size = volume_size
+
+    def resize_flavor(self, context: Context, new_flavor: dict[str, Any]) -> None:
+        self._check_can_act()
+        if str(new_flavor["id"]) == str(self.flavor["id"]):
+            raise InvalidRequest("The new flavor id must be different than the current flavor id of "
+                                 f"'{self.flavor['id']}'.")
+        self._flavor_resize_requested(context, RESIZE_FLAVOR, self.flavor, new_flavor)
+
+    @event("FlavorResizeRequested")
+    def _flavor_resize_requested(self, context: Context, operation: str, old_flavor: dict[str, Any],
+                                 new_flavor: dict[str, Any]) -> None:
+        self._open(context, operation, TaskStatus.RESIZING)
+        self.pending_change = {"flavor": new_flavor}
+
+    @event("FlavorResized")
+    def record_flavor_resized(self, context: Context, old_flavor: dict[str, Any], flavor: dict[str, Any]) -> None:
+        self.flavor = flavor
+
+    def rename(self, context: Context, name: str) -> None:
+        """Synchronous: the operation opens and succeeds in one save."""
+        self._check_not_deleting()
+        self._renamed(context, UPDATE, self.name, validate_name(name))
+        self.succeed(context)
+
+    @event("Renamed")
+    def _renamed(self, context: Context, operation: str, old_name: str, name: str) -> None:
+        self.operation = {"name": operation, "request_id": context["request_id"], "context": context}
+        self.name = name
+
+    def reset_status(self, context: Context) -> None:
+        """Admin escape hatch (Trove ``reset_status``): task NONE, datastore status UNKNOWN.
+
+        Any open operation is closed as failed first, so its notification stream still ends.
+        """
+        if self.deleted:
+            raise ActionNotAllowed(f"Instance {self.id} has been deleted.")
+        if self.operation is not None:
+            self.fail(self.operation["context"], message="The operation was interrupted by a status reset.",
+                      traceback=[], task=self.task.name if self.task.is_error else TaskStatus.NONE.name)
+        self._status_reset(context, RESET_STATUS)
+        self.succeed(context)
+
+    @event("StatusReset")
+    def _status_reset(self, context: Context, operation: str) -> None:
+        self.operation = {"name": operation, "request_id": context["request_id"], "context": context}
+        self.task = TaskStatus.NONE
+        self.service_status = ServiceStatus.UNKNOWN
+
+    def delete(self, context: Context) -> None:
+        self._check_not_deleting()
+        if self.operation is not None:
+            # A delete supersedes whatever was going on (a stuck build, a resize): close it first.
+            self.fail(self.operation["context"], message="The operation was superseded by a delete request.",
+                      traceback=[], task=self.task.name if self.task.is_error else TaskStatus.NONE.name)
+        self._delete_requested(context, DELETE)
+
+    @event("DeleteRequested")
+    def _delete_requested(self, context: Context, operation: str) -> None:
+        self._open(context, operation, TaskStatus.DELETING)
+
+    @event("Deleted")
+    def record_deleted(self, context: Context) -> None:
+        self.deleted = True
+        self.server_status = SERVER_DELETED
+        self.service_status = ServiceStatus.DELETED
+
+    # Operation outcomes -----------------------------------------------------------------------------
+
+    def _open(self, context: Context, operation: str, task: TaskStatus) -> None:
+        self.operation = {"name": operation, "request_id": context["request_id"], "context": context}
+        self.task = task
+
+    def succeed(self, context: Context) -> None:
+        if self.operation is None:
+            return
+        self._operation_succeeded(context, self.operation["name"], self.operation["request_id"])
+
+    @event("OperationSucceeded")
+    def _operation_succeeded(self, context: Context, operation: str, request_id: str) -> None:
+        self.operation = None
+        self.pending_change = {}
+        if self.task is not TaskStatus.DELETING or operation != DELETE:
+            self.task = TaskStatus.NONE
+
+    def fail(self, context: Context, message: str, traceback: list[str], task: str = "NONE") -> None:
+        """Close the open operation as failed; ``task`` is the task status it leaves (an error one for builds)."""
+        if self.operation is None:
+            return
+        self._operation_failed(context, self.operation["name"], self.operation["request_id"], message,
+                               list(traceback), task)
+
+    @event("OperationFailed")
+    def _operation_failed(self, context: Context, operation: str, request_id: str, message: str,
+                          traceback: list[str], task: str) -> None:
+        self.operation = None
+        self.pending_change = {}
+        self.task = TaskStatus[task]
+
+    # Queries ------------------------------------------------------------------------------------------
+
+    def operation_open(self, request_id: str | None = None) -> bool:
+        return self.operation is not None and (request_id is None or self.operation["request_id"] == request_id)
+
+    @property
+    def is_active(self) -> bool:
+        return self.server_status == SERVER_ACTIVE and self.task is TaskStatus.NONE
+
+
+INSTANCE_EVENTS: tuple[type, ...] = (
+    Instance.CreateRequested, Instance.ServerProvisioned, Instance.ServerStatusChanged, Instance.PrepareSent,
+    Instance.ServiceStatusChanged, Instance.RestartRequested, Instance.VolumeResizeRequested,
+    Instance.VolumeResized, Instance.FlavorResizeRequested, Instance.FlavorResized, Instance.Renamed,
+    Instance.StatusReset, Instance.DeleteRequested, Instance.Deleted, Instance.OperationSucceeded,
+    Instance.OperationFailed,
+)

@@ -1,0 +1,211 @@
+"""Instance commands: what the API asks for and what the task manager and conductor record.
+
+Each method loads the aggregates it needs, lets the domain decide, and saves every resulting event
+in one transaction. A concurrent writer to the same aggregate (the conductor recording a status while
+a user restarts) makes the save fail on the event store's version check; the command is then run
+again on fresh state, so no caller sees a spurious conflict.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from domain.context import OperationContext
+from domain.errors import InvalidRequest, NotFound
+from domain.instance import CREATE, Instance, validate_name
+from domain.quota import INSTANCES, VOLUMES, Quota, quota_id
+from domain.statuses import ServiceStatus
+from services.application import TroveApplication
+from services.catalog import CatalogService
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class CreateInstance:
+    """A validated create request: shapes and types are the API's job, meaning is the domain's."""
+
+    name: str
+    flavor_ref: Any
+    volume_size: int | None
+    datastore: str | None
+    datastore_version: str | None
+    availability_zone: str | None = None
+    databases: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+
+
+class InstanceService(TroveApplication):
+    def __init__(self, *args: Any, quota_defaults: dict[str, int] | None = None, region: str = "RegionOne",
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.quota_defaults = dict(quota_defaults or {})
+        self.region = region
+        self.catalog = CatalogService(env=self.env)
+
+    def close(self) -> None:
+        self.catalog.close()
+        super().close()
+
+    # Reads --------------------------------------------------------------------------------------
+
+    def get(self, instance_id: UUID | str, context: OperationContext | None = None, *,
+            admin: bool = False) -> Instance:
+        """The instance, or ``NotFound`` when it does not exist or belongs to another tenant."""
+        try:
+            instance: Instance = self.repository.get(_uuid(instance_id))
+        except (AggregateNotFoundError, ValueError):
+            raise NotFound(f"Instance {instance_id} could not be found.") from None
+        if context is not None and not admin and instance.tenant_id != context.tenant_id:
+            raise NotFound(f"Instance {instance_id} could not be found.")
+        return instance
+
+    def quota(self, tenant_id: str) -> Quota | None:
+        try:
+            return self.repository.get(quota_id(tenant_id))
+        except AggregateNotFoundError:
+            return None
+
+    # User commands ------------------------------------------------------------------------------
+
+    def create(self, context: OperationContext, request: CreateInstance) -> tuple[Instance, int]:
+        """Accept a create: the instance (BUILD) and its quota reservation are saved together.
+
+        Returns the instance and the notification position of the write, for read-your-writes.
+        """
+        name = validate_name(request.name)
+        if request.volume_size is not None and request.volume_size < 1:
+            raise InvalidRequest("Volume size must be a positive integer.")
+        flavor = self.catalog.flavor(request.flavor_ref)
+        version = self.catalog.datastore_version(request.datastore, request.datastore_version)
+
+        def attempt() -> tuple[Instance, int]:
+            instance = Instance(
+                context=context.recorded(), operation=CREATE, name=name, tenant_id=context.tenant_id,
+                flavor=flavor.summary(), volume_size=request.volume_size, datastore=version.datastore,
+                datastore_version=version.name, datastore_version_id=str(version.id),
+                availability_zone=request.availability_zone, region=self.region,
+                databases=list(request.databases), users=list(request.users))
+            quota = self.quota(context.tenant_id) or Quota(tenant_id=context.tenant_id)
+            deltas = {INSTANCES: 1, VOLUMES: request.volume_size or 0}
+            quota.reserve(context.recorded(), str(instance.id), deltas, self.quota_defaults)
+            recordings = self.save(instance, quota)
+            return instance, recordings[-1].notification.id
+
+        return _retrying(attempt)
+
+    def restart(self, context: OperationContext, instance_id: UUID | str, *, admin: bool = False) -> int:
+        return self._command(context, instance_id, admin, lambda i: i.restart(context.recorded()))
+
+    def resize_volume(self, context: OperationContext, instance_id: UUID | str, new_size: int, *,
+                      admin: bool = False) -> int:
+        def attempt() -> int:
+            instance = self.get(instance_id, context, admin=admin)
+            instance.resize_volume(context.recorded(), new_size)
+            quota = self.quota(instance.tenant_id) or Quota(tenant_id=instance.tenant_id)
+            quota.reserve(context.recorded(), str(instance.id), {VOLUMES: new_size - (instance.volume_size or 0)},
+                          self.quota_defaults)
+            return self.save(instance, quota)[-1].notification.id
+
+        return _retrying(attempt)
+
+    def resize_flavor(self, context: OperationContext, instance_id: UUID | str, flavor_ref: Any, *,
+                      admin: bool = False) -> int:
+        flavor = self.catalog.flavor(flavor_ref)
+        return self._command(context, instance_id, admin, lambda i: i.resize_flavor(context.recorded(),
+                                                                                     flavor.summary()))
+
+    def rename(self, context: OperationContext, instance_id: UUID | str, name: str, *, admin: bool = False) -> int:
+        return self._command(context, instance_id, admin, lambda i: i.rename(context.recorded(), name))
+
+    def reset_status(self, context: OperationContext, instance_id: UUID | str) -> int:
+        return self._command(context, instance_id, True, lambda i: i.reset_status(context.recorded()))
+
+    def delete(self, context: OperationContext, instance_id: UUID | str, *, admin: bool = False) -> int:
+        return self._command(context, instance_id, admin, lambda i: i.delete(context.recorded()))
+
+    def set_quota_limits(self, context: OperationContext, tenant_id: str, limits: dict[str, int]) -> Quota:
+        def attempt() -> Quota:
+            quota = self.quota(tenant_id) or Quota(tenant_id=tenant_id)
+            quota.change_limits(context.recorded(), limits)
+            self.save(quota)
+            return quota
+
+        return _retrying(attempt)
+
+    # Recorded by the task manager and the conductor ------------------------------------------------
+
+    def record(self, instance_id: UUID | str, change: Callable[[Instance], Any]) -> Any:
+        """Apply ``change`` to the instance and save; retried on a concurrent write."""
+        def attempt() -> Any:
+            instance = self.get(instance_id)
+            result = change(instance)
+            if instance.pending_events:
+                self.save(instance)
+            return result
+
+        return _retrying(attempt)
+
+    def change_service_status(self, context: OperationContext, instance_id: UUID | str,
+                              status: ServiceStatus) -> bool:
+        return bool(self.record(instance_id, lambda i: i.change_service_status(context.recorded(), status)))
+
+    def settle_quota(self, context: OperationContext, tenant_id: str, request_id: str, *, commit: bool) -> bool:
+        """Commit (the resource exists) or release a reservation; False when already settled."""
+        def attempt() -> bool:
+            quota = self.quota(tenant_id)
+            if quota is None:
+                return False
+            changed = (quota.commit(context.recorded(), request_id) if commit
+                       else quota.release_reservation(context.recorded(), request_id))
+            if changed:
+                self.save(quota)
+            return changed
+
+        return _retrying(attempt)
+
+    def release_instance_quota(self, context: OperationContext, instance: Instance) -> None:
+        def attempt() -> None:
+            quota = self.quota(instance.tenant_id)
+            if quota is not None:
+                quota.release_usage(context.recorded(), str(instance.id),
+                                    {INSTANCES: 1, VOLUMES: instance.volume_size or 0})
+                self.save(quota)
+
+        _retrying(attempt)
+
+    # ------------------------------------------------------------------------------------------------
+
+    def _command(self, context: OperationContext, instance_id: UUID | str, admin: bool,
+                 change: Callable[[Instance], None]) -> int:
+        def attempt() -> int:
+            instance = self.get(instance_id, context, admin=admin)
+            change(instance)
+            return self.save(instance)[-1].notification.id
+
+        return _retrying(attempt)
+
+
+def _uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _retrying(attempt: Callable[[], T]) -> T:
+    for remaining in range(MAX_ATTEMPTS - 1, -1, -1):
+        try:
+            return attempt()
+        except IntegrityError:
+            if not remaining:
+                raise
+            log.info("concurrent write to the same aggregate; running the command again on fresh state")
+    raise AssertionError("unreachable")
