@@ -12,6 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["domain*", "services*", "projections*", "adapters*", "guest*"]),
+    package_data={"adapters": ["default_catalog.json"]},
     install_requires=[
         "eventsourcing[postgres]>=9.5.6,<10",
         # crc32c: the C checksum; the pure-Python one costs the relay and consumers ~30% of their CPU.

@@ -1,0 +1,253 @@
+"""The instance view: one row per instance, everything the API's list, show and mgmt views need.
+
+The visible ``status`` is not stored: it is computed on read from the task, server and service
+statuses by the domain's one status function, and ``operating_status`` also looks at the guest's
+last heartbeat, which changes far more often than anything worth an event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from domain.catalog import domain_catalog
+from domain.instance import DELETE, INSTANCE_EVENTS, Instance
+from domain.public_events import EventCatalog, PublicEvent
+from domain.statuses import ServiceStatus, TaskStatus, operating_status, visible_status
+from projections.guest_heartbeats import guest_heartbeats
+
+metadata = MetaData()
+
+instance_view = Table(
+    "instance_view",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("task_status", String(40), nullable=False),
+    Column("server_status", String(40)),
+    Column("service_status", String(64), nullable=False),
+    Column("service_status_updated", String(40)),
+    Column("flavor", JSON, nullable=False),
+    Column("volume_size", Integer),
+    Column("datastore", String(64), nullable=False),
+    Column("datastore_version", String(64), nullable=False),
+    Column("datastore_version_id", String(36), nullable=False),
+    Column("region", String(64), nullable=False),
+    Column("availability_zone", String(64)),
+    Column("server_id", String(64)),
+    Column("volume_id", String(64)),
+    Column("addresses", JSON, nullable=False),
+    Column("operation", String(40)),
+    Column("created_at", String(40), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("deleted_at", String(40)),
+    Column("version", BigInteger, nullable=False),
+    Index("ix_instance_view_tenant_page", "tenant_id", "deleted", "created_at", "id"),
+)
+guest_heartbeats.to_metadata(metadata)  # created with the view, so reads can join before the conductor runs
+
+# Events that open an operation and the task they set, as the aggregate does.
+_OPENING_TASKS = {
+    "RestartRequested": TaskStatus.REBOOTING, "VolumeResizeRequested": TaskStatus.RESIZING,
+    "FlavorResizeRequested": TaskStatus.RESIZING, "DeleteRequested": TaskStatus.DELETING,
+}
+
+
+class InstanceView:
+    """The projection. Its transitions mirror ``domain.instance.Instance``; a replay test holds them equal."""
+
+    name = "instance-view"
+    metadata = metadata
+
+    def __init__(self) -> None:
+        self.catalog: EventCatalog = domain_catalog()
+        self._types = {cls.__name__ for cls in INSTANCE_EVENTS}
+
+    def apply(self, event: PublicEvent, session: Session) -> None:
+        if event.type not in self._types:
+            return
+        data = event.data
+        if event.type == "CreateRequested":
+            session.execute(insert(instance_view).values(
+                id=event.aggregate_id, tenant_id=data["tenant_id"], name=data["name"],
+                task_status=TaskStatus.BUILDING.name, server_status="BUILD",
+                service_status=ServiceStatus.NEW.description, flavor=data["flavor"], volume_size=data["volume_size"],
+                datastore=data["datastore"], datastore_version=data["datastore_version"],
+                datastore_version_id=data["datastore_version_id"], region=data["region"],
+                availability_zone=data.get("availability_zone"), addresses=[], operation=data["operation"],
+                created_at=event.occurred_at, updated_at=event.occurred_at, deleted=False, version=event.version))
+            return
+        changes = self._changes(event, session)
+        changes.update(updated_at=event.occurred_at, version=event.version)
+        session.execute(update(instance_view).where(instance_view.c.id == event.aggregate_id).values(**changes))
+
+    def _changes(self, event: PublicEvent, session: Session) -> dict[str, Any]:
+        data, kind = event.data, event.type
+        if kind == "ServerProvisioned":
+            return {"server_id": data["server_id"], "volume_id": data["volume_id"],
+                    "server_status": data["server_status"], "addresses": data["addresses"]}
+        if kind == "ServerStatusChanged":
+            return {"server_status": data["server_status"]}
+        if kind == "ServiceStatusChanged":
+            return {"service_status": data["service_status"], "service_status_updated": event.occurred_at}
+        if kind in _OPENING_TASKS:
+            return {"task_status": _OPENING_TASKS[kind].name, "operation": data["operation"]}
+        if kind == "VolumeResized":
+            return {"volume_size": data["volume_size"]}
+        if kind == "FlavorResized":
+            return {"flavor": data["flavor"]}
+        if kind == "Renamed":
+            return {"name": data["name"], "operation": data["operation"]}
+        if kind == "StatusReset":
+            return {"task_status": TaskStatus.NONE.name, "service_status": ServiceStatus.UNKNOWN.description,
+                    "service_status_updated": event.occurred_at, "operation": data["operation"]}
+        if kind == "Deleted":
+            return {"deleted": True, "deleted_at": event.occurred_at, "server_status": "DELETED",
+                    "service_status": ServiceStatus.DELETED.description}
+        if kind == "OperationSucceeded":
+            current = session.execute(select(instance_view.c.task_status).where(
+                instance_view.c.id == event.aggregate_id)).scalar_one()
+            keep_deleting = current == TaskStatus.DELETING.name and data["operation"] == DELETE
+            return {"operation": None, **({} if keep_deleting else {"task_status": TaskStatus.NONE.name})}
+        if kind == "OperationFailed":
+            return {"operation": None, "task_status": data["task"]}
+        return {}  # PrepareSent: nothing a reader sees
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One instance as readers see it, statuses already computed."""
+
+    id: str
+    tenant_id: str
+    name: str
+    status: str
+    operating_status: str
+    task_status: TaskStatus
+    server_status: str | None
+    service_status: ServiceStatus
+    service_status_updated: str | None
+    flavor: dict[str, Any]
+    volume_size: int | None
+    datastore: str
+    datastore_version: str
+    datastore_version_id: str
+    region: str
+    availability_zone: str | None
+    server_id: str | None
+    volume_id: str | None
+    addresses: list[dict[str, Any]]
+    created_at: str
+    updated_at: str
+    deleted: bool
+    deleted_at: str | None
+    version: int
+
+
+class InstanceViewQueries:
+    """Reads of the instance view; ``heartbeat_expiry_s`` is Trove's ``agent_heartbeat_expiry``."""
+
+    def __init__(self, engine: Engine, heartbeat_expiry_s: float, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._expiry = heartbeat_expiry_s
+        self._clock = clock
+
+    def get(self, instance_id: str, *, include_deleted: bool = False) -> InstanceRecord | None:
+        query = self._select().where(instance_view.c.id == instance_id)
+        if not include_deleted:
+            query = query.where(instance_view.c.deleted.is_(False))
+        with self._engine.connect() as connection:
+            row = connection.execute(query).first()
+        return self._record(row) if row else None
+
+    def page(self, tenant_id: str | None, *, limit: int, marker: str | None = None,
+             include_deleted: bool = False) -> list[InstanceRecord]:
+        """Up to ``limit`` instances after ``marker`` (an instance id), oldest first.
+
+        The cost is bounded by ``limit``: the marker is found by its key and the page by the index.
+        """
+        query = self._select()
+        if tenant_id is not None:
+            query = query.where(instance_view.c.tenant_id == tenant_id)
+        if not include_deleted:
+            query = query.where(instance_view.c.deleted.is_(False))
+        with self._engine.connect() as connection:
+            if marker:
+                anchor = connection.execute(select(instance_view.c.created_at, instance_view.c.id)
+                                            .where(instance_view.c.id == marker)).first()
+                if anchor is not None:
+                    query = query.where(or_(instance_view.c.created_at > anchor.created_at,
+                                            and_(instance_view.c.created_at == anchor.created_at,
+                                                 instance_view.c.id > anchor.id)))
+            rows = connection.execute(query.order_by(instance_view.c.created_at, instance_view.c.id)
+                                      .limit(limit)).all()
+        return [self._record(row) for row in rows]
+
+    def _select(self):  # type: ignore[no-untyped-def]
+        return (select(instance_view, guest_heartbeats.c.last_seen_at)
+                .select_from(instance_view.outerjoin(guest_heartbeats,
+                                                     guest_heartbeats.c.instance_id == instance_view.c.id)))
+
+    def _record(self, row: Any) -> InstanceRecord:
+        task = TaskStatus[row.task_status]
+        service = ServiceStatus.from_description(row.service_status)
+        last_seen = row.last_seen_at
+        if row.service_status_updated:
+            last_seen = max(last_seen or 0.0, _epoch(row.service_status_updated))
+        expired = last_seen is None or self._clock() - last_seen > self._expiry
+        return InstanceRecord(
+            id=row.id, tenant_id=row.tenant_id, name=row.name,
+            status=visible_status(task, row.server_status),
+            operating_status=operating_status(task, row.server_status, service, expired),
+            task_status=task, server_status=row.server_status, service_status=service,
+            service_status_updated=row.service_status_updated, flavor=row.flavor, volume_size=row.volume_size,
+            datastore=row.datastore, datastore_version=row.datastore_version,
+            datastore_version_id=row.datastore_version_id, region=row.region,
+            availability_zone=row.availability_zone, server_id=row.server_id, volume_id=row.volume_id,
+            addresses=row.addresses, created_at=row.created_at, updated_at=row.updated_at, deleted=row.deleted,
+            deleted_at=row.deleted_at, version=row.version)
+
+
+def record_from_aggregate(instance: Instance) -> InstanceRecord:
+    """The same record built from the aggregate, for a read that must not wait for the view (read-your-writes)."""
+    created = instance.created_on.isoformat()
+    updated = instance.modified_on.isoformat()
+    return InstanceRecord(
+        id=str(instance.id), tenant_id=instance.tenant_id, name=instance.name,
+        status=visible_status(instance.task, instance.server_status),
+        operating_status=operating_status(instance.task, instance.server_status, instance.service_status),
+        task_status=instance.task, server_status=instance.server_status, service_status=instance.service_status,
+        service_status_updated=None, flavor=instance.flavor, volume_size=instance.volume_size,
+        datastore=instance.datastore, datastore_version=instance.datastore_version,
+        datastore_version_id=instance.datastore_version_id, region=instance.region, availability_zone=None,
+        server_id=instance.server_id, volume_id=instance.volume_id, addresses=[], created_at=created,
+        updated_at=updated, deleted=instance.deleted, deleted_at=updated if instance.deleted else None,
+        version=instance.version)
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
