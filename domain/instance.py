@@ -156,14 +156,13 @@ class Instance(Aggregate):
         self.flavor = flavor
 
     def rename(self, context: Context, name: str) -> None:
-        """Synchronous: the operation opens and succeeds in one save."""
+        """Synchronous: the operation opens and succeeds in one save, leaving any open operation alone."""
         self._check_not_deleting()
         self._renamed(context, UPDATE, self.name, validate_name(name))
-        self.succeed(context)
+        self._operation_succeeded(context, UPDATE, context["request_id"])
 
     @event("Renamed")
     def _renamed(self, context: Context, operation: str, old_name: str, name: str) -> None:
-        self.operation = {"name": operation, "request_id": context["request_id"], "context": context}
         self.name = name
 
     def reset_status(self, context: Context) -> None:
@@ -177,11 +176,10 @@ class Instance(Aggregate):
             self.fail(self.operation["context"], message="The operation was interrupted by a status reset.",
                       traceback=[], task=self.task.name if self.task.is_error else TaskStatus.NONE.name)
         self._status_reset(context, RESET_STATUS)
-        self.succeed(context)
+        self._operation_succeeded(context, RESET_STATUS, context["request_id"])
 
     @event("StatusReset")
     def _status_reset(self, context: Context, operation: str) -> None:
-        self.operation = {"name": operation, "request_id": context["request_id"], "context": context}
         self.task = TaskStatus.NONE
         self.service_status = ServiceStatus.UNKNOWN
 
@@ -216,6 +214,8 @@ class Instance(Aggregate):
 
     @event("OperationSucceeded")
     def _operation_succeeded(self, context: Context, operation: str, request_id: str) -> None:
+        if not self.operation_open(request_id):
+            return  # a synchronous operation (rename, reset) closing itself
         self.operation = None
         self.pending_change = {}
         if self.task is not TaskStatus.DELETING or operation != DELETE:
@@ -231,6 +231,8 @@ class Instance(Aggregate):
     @event("OperationFailed")
     def _operation_failed(self, context: Context, operation: str, request_id: str, message: str,
                           traceback: list[str], task: str) -> None:
+        if not self.operation_open(request_id):
+            return
         self.operation = None
         self.pending_change = {}
         self.task = TaskStatus[task]

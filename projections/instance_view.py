@@ -60,7 +60,8 @@ instance_view = Table(
     Column("server_id", String(64)),
     Column("volume_id", String(64)),
     Column("addresses", JSON, nullable=False),
-    Column("operation", String(40)),
+    Column("operation", String(40)),  # the open asynchronous operation, and its request
+    Column("operation_request_id", String(64)),
     Column("created_at", String(40), nullable=False),
     Column("updated_at", String(40), nullable=False),
     Column("deleted", Boolean, nullable=False),
@@ -99,6 +100,7 @@ class InstanceView:
                 datastore=data["datastore"], datastore_version=data["datastore_version"],
                 datastore_version_id=data["datastore_version_id"], region=data["region"],
                 availability_zone=data.get("availability_zone"), addresses=[], operation=data["operation"],
+                operation_request_id=event.request_id,
                 created_at=event.occurred_at, updated_at=event.occurred_at, deleted=False, version=event.version))
             return
         changes = self._changes(event, session)
@@ -115,26 +117,30 @@ class InstanceView:
         if kind == "ServiceStatusChanged":
             return {"service_status": data["service_status"], "service_status_updated": event.occurred_at}
         if kind in _OPENING_TASKS:
-            return {"task_status": _OPENING_TASKS[kind].name, "operation": data["operation"]}
+            return {"task_status": _OPENING_TASKS[kind].name, "operation": data["operation"],
+                    "operation_request_id": event.request_id}
         if kind == "VolumeResized":
             return {"volume_size": data["volume_size"]}
         if kind == "FlavorResized":
             return {"flavor": data["flavor"]}
         if kind == "Renamed":
-            return {"name": data["name"], "operation": data["operation"]}
+            return {"name": data["name"]}
         if kind == "StatusReset":
             return {"task_status": TaskStatus.NONE.name, "service_status": ServiceStatus.UNKNOWN.description,
-                    "service_status_updated": event.occurred_at, "operation": data["operation"]}
+                    "service_status_updated": event.occurred_at}
         if kind == "Deleted":
             return {"deleted": True, "deleted_at": event.occurred_at, "server_status": "DELETED",
                     "service_status": ServiceStatus.DELETED.description}
-        if kind == "OperationSucceeded":
-            current = session.execute(select(instance_view.c.task_status).where(
-                instance_view.c.id == event.aggregate_id)).scalar_one()
-            keep_deleting = current == TaskStatus.DELETING.name and data["operation"] == DELETE
-            return {"operation": None, **({} if keep_deleting else {"task_status": TaskStatus.NONE.name})}
-        if kind == "OperationFailed":
-            return {"operation": None, "task_status": data["task"]}
+        if kind in ("OperationSucceeded", "OperationFailed"):
+            current = session.execute(select(instance_view.c.task_status, instance_view.c.operation_request_id)
+                                      .where(instance_view.c.id == event.aggregate_id)).one()
+            if current.operation_request_id != data["request_id"]:
+                return {}  # a synchronous operation closing itself
+            closed = {"operation": None, "operation_request_id": None}
+            if kind == "OperationFailed":
+                return {**closed, "task_status": data["task"]}
+            keep_deleting = current.task_status == TaskStatus.DELETING.name and data["operation"] == DELETE
+            return {**closed, **({} if keep_deleting else {"task_status": TaskStatus.NONE.name})}
         return {}  # PrepareSent: nothing a reader sees
 
 
