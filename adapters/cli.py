@@ -21,6 +21,8 @@ log = logging.getLogger("trove_es")
 # Projections `trove-es up` runs, by name; `consume --projection` also takes module:factory.
 PROJECTIONS: dict[str, str] = {
     "event-journal": "projections.event_journal:EventJournal",
+    "instance-view": "projections.instance_view:InstanceView",
+    "catalog-view": "projections.catalog_view:CatalogView",
 }
 
 
@@ -91,9 +93,16 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.supervisor import Supervisor
 
+    if args.port is not None:
+        settings = settings.with_api_port(args.port)
     workers = {"relay": ["relay"]}
     for name in PROJECTIONS:
         workers[f"projection-{name}"] = ["consume", "--projection", name]
+    workers["task-manager"] = ["task-manager"]
+    workers["conductor"] = ["conductor"]
+    if settings.compute_driver == "fake":
+        workers["fake-guests"] = ["fake-guests"]
+    workers["api"] = ["api", "--port", str(settings.api_port)]
     return Supervisor(settings, workers).run()
 
 
@@ -130,6 +139,7 @@ def parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run the whole stack on embedded defaults")
     up.add_argument("--data-dir", type=Path, help="overrides TROVE_ES_DATA_DIR")
+    up.add_argument("--port", type=int, help="API port; overrides TROVE_ES_API_PORT (0: a free port)")
     up.set_defaults(func=cmd_up)
 
     sub.add_parser("relay", help="publish the event store's events to Kafka").set_defaults(func=cmd_relay)

@@ -78,6 +78,9 @@ class Settings:
     def with_bootstrap_servers(self, servers: str) -> Settings:
         return _replace(self, kafka_bootstrap_servers=servers)
 
+    def with_api_port(self, port: int) -> Settings:
+        return _replace(self, api_port=port)
+
 
 def _replace(settings: Settings, **changes: object) -> Settings:
     values = {f.name: getattr(settings, f.name) for f in fields(settings)}
