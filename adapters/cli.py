@@ -91,10 +91,13 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.kafka.broker import free_port
     from adapters.supervisor import Supervisor
 
     if args.port is not None:
         settings = settings.with_api_port(args.port)
+    if settings.api_port == 0:
+        settings = settings.with_api_port(free_port(settings.api_host))
     workers = {"relay": ["relay"]}
     for name in PROJECTIONS:
         workers[f"projection-{name}"] = ["consume", "--projection", name]

@@ -110,9 +110,15 @@ class Supervisor:
             self.broker.stop()
         log.info("stack stopped")
 
+    @staticmethod
+    def api_endpoint(settings: Settings) -> str:
+        host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "") else settings.api_host
+        return f"http://{host}:{settings.api_port}"
+
     def _write_stack_file(self, settings: Settings) -> None:
         stack = {
             "pid": os.getpid(),
+            "api_endpoint": self.api_endpoint(settings),
             "kafka_bootstrap_servers": settings.kafka_bootstrap_servers,
             "embedded_broker": settings.uses_embedded_broker or self.broker is not None,
             "event_store_url": redacted(settings.event_store_url),
