@@ -1,0 +1,1 @@
+"""Compute drivers: where instances' servers and volumes come from (``fake`` here; Nova in a cloud)."""

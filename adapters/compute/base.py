@@ -1,0 +1,79 @@
+"""The compute port: what the task manager needs from a cloud, and how a cloud says no.
+
+Every call is keyed by the *instance* id, not the server id, so the task manager can repeat any
+step after a crash without remembering what the cloud answered: ``create`` for an instance that
+already has a server returns that server, ``delete`` of a missing one does nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+GIB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What to boot for one instance."""
+
+    instance_id: str
+    name: str
+    flavor: dict[str, Any]  # the instance's flavor summary: id, name, ram, vcpus, disk (GB)
+    volume_size: int | None  # GB; None for an instance without a volume
+    image_id: str = ""
+    availability_zone: str | None = None
+
+
+@dataclass(frozen=True)
+class Server:
+    instance_id: str
+    server_id: str
+    status: str  # Nova's: BUILD, ACTIVE, REBOOT, RESIZE, ERROR, ...
+    name: str
+    flavor_id: str
+    volume_id: str | None
+    volume_size: int | None
+    addresses: list[dict[str, Any]] = field(default_factory=list)
+    fault: str | None = None  # Nova's ``server.fault['message']`` when the server is in ERROR
+    image_id: str = ""
+
+
+class ComputeError(RuntimeError):
+    """The cloud refused or failed a request; ``fault`` is its message as Nova would word it."""
+
+    def __init__(self, fault: str) -> None:
+        super().__init__(fault)
+        self.fault = fault
+
+
+class ComputeQuotaExceeded(ComputeError):
+    """The project's compute quota (servers, cores, ram, volumes) has no room left."""
+
+
+class ComputeDriver(Protocol):
+    def create(self, spec: ServerSpec) -> Server:
+        """Boot a server (and its volume) for ``spec.instance_id``; the existing one if already booted.
+
+        A server that fails to build is returned in ERROR with its ``fault``; a request the cloud
+        refuses outright (quota) raises ``ComputeError``.
+        """
+        ...
+
+    def get(self, instance_id: str) -> Server | None:
+        """The instance's server as the cloud sees it now, or None when it has none."""
+        ...
+
+    def reboot(self, instance_id: str) -> Server: ...
+
+    def resize_volume(self, instance_id: str, new_size: int) -> Server:
+        """Extend the volume to ``new_size`` GB; ``get`` shows the new size once done."""
+        ...
+
+    def resize_flavor(self, instance_id: str, flavor: dict[str, Any]) -> Server:
+        """Resize (and confirm) to ``flavor``; ``get`` shows ACTIVE with the new flavor once done."""
+        ...
+
+    def delete(self, instance_id: str) -> None:
+        """Delete the server and its volume; nothing happens when there is none."""
+        ...

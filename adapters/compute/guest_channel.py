@@ -1,0 +1,91 @@
+"""The task manager's line to each guest: one Kafka command topic per instance.
+
+A guest's topic is created before its first command (the broker does not auto-create topics) and
+deleted with the instance. The same channel serves the simulated guests and the real guest agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Protocol
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+
+from adapters.kafka.topics import ensure_topic, topic_id
+from domain.guest_protocol import GuestCommand
+
+log = logging.getLogger(__name__)
+
+
+class GuestChannel(Protocol):
+    def topic(self, instance_id: str) -> str: ...
+    def ensure(self, instance_id: str) -> str: ...
+    def exists(self, instance_id: str) -> bool: ...
+    def send(self, command: GuestCommand) -> None: ...
+    def remove(self, instance_id: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class KafkaGuestChannel:
+    def __init__(self, bootstrap_servers: str, prefix: str, send_timeout_s: float = 15.0) -> None:
+        self._bootstrap = bootstrap_servers
+        self._prefix = prefix
+        self._timeout = send_timeout_s
+        # Admin clients are not thread-safe and the task manager runs steps on a pool: one per thread,
+        # so twenty builds do not queue behind each other's topic creation.
+        self._local = threading.local()
+        self._admins: list[KafkaAdminClient] = []
+        self._lock = threading.Lock()
+        self._producer: KafkaProducer | None = None
+
+    def topic(self, instance_id: str) -> str:
+        return f"{self._prefix}{instance_id}"
+
+    def ensure(self, instance_id: str) -> str:
+        topic = self.topic(instance_id)
+        # One partition: a guest must see its commands in the order they were sent.
+        ensure_topic(self._admin_client(), topic, 1)
+        return topic
+
+    def exists(self, instance_id: str) -> bool:
+        return topic_id(self._admin_client(), self.topic(instance_id)) is not None
+
+    def send(self, command: GuestCommand) -> None:
+        with self._lock:
+            if self._producer is None:
+                self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks="all",
+                                               client_id="trove-es-task-manager", allow_auto_create_topics=False,
+                                               max_block_ms=int(self._timeout * 1000))
+            producer = self._producer
+        producer.send(self.topic(command.instance_id), key=command.instance_id.encode(),
+                      value=command.to_json()).get(timeout=self._timeout)
+
+    def remove(self, instance_id: str) -> None:
+        try:
+            self._admin_client().delete_topics([self.topic(instance_id)])
+        except UnknownTopicOrPartitionError:
+            pass
+        except KafkaError as exc:
+            # Best effort, like Trove's own cleanup: an orphan topic costs little, a stuck delete a lot.
+            log.warning("could not delete guest topic %s: %s", self.topic(instance_id), exc)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(timeout=5)
+                self._producer = None
+            admins, self._admins = self._admins, []
+        for admin in admins:
+            admin.close()
+
+    def _admin_client(self) -> KafkaAdminClient:
+        admin = getattr(self._local, "admin", None)
+        if admin is None:
+            admin = KafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=10_000,
+                                     client_id="trove-es-task-manager-admin")
+            self._local.admin = admin
+            with self._lock:
+                self._admins.append(admin)
+        return admin

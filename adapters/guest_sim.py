@@ -1,0 +1,271 @@
+"""Simulated guests (fakes) for the ``fake`` compute driver: ``trove-es fake-guests``.
+
+No database server runs. The fleet watches the fake compute's servers and keeps one simulated guest
+per live server (ACTIVE, REBOOT or RESIZE). Each guest reads its command topic and answers as a
+guest agent would, on the conductor topic, using the real guest protocol:
+
+- ``prepare``: status BUILDING, then after ``action_delay_s`` HEALTHY and an ok result;
+- ``restart`` and ``resize_flavor``: RESTARTING, then HEALTHY and an ok result;
+- ``resize_volume``: an ok result; ``stop``: SHUTDOWN and an ok result;
+- a heartbeat with its current status every ``report_interval_s`` once prepared.
+
+Failure to inject: a guest whose instance name contains ``never_healthy_marker`` (by default
+``fake-never-healthy``) answers ``prepare`` with BUILDING and then nothing, like a guest agent that
+hangs installing its datastore, so the task manager's build timeout fires.
+
+One Kafka consumer serves the whole fleet (manually assigned to every live guest's topic) rather than
+one per guest. Each guest's status and next command offset are kept in ``fake_guests``; the offset
+moves only when a command is fully answered, so a restarted fleet answers an interrupted command again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from sqlalchemy import BigInteger, Column, Engine, Float, MetaData, String, Table, delete, select
+
+from adapters.compute.fake import FakeCompute
+from adapters.kafka.topics import UNKNOWN_TOPIC_OR_PARTITION, admin_client, ensure_topic
+from adapters.settings import Settings
+from adapters.sql.schema import create_tables
+from adapters.sql.upsert import upsert_statement
+from domain import guest_protocol as protocol
+from domain.statuses import SERVER_ACTIVE, SERVER_REBOOT, SERVER_RESIZE, ServiceStatus
+
+log = logging.getLogger(__name__)
+
+NEVER_HEALTHY_MARKER = "fake-never-healthy"
+_LIVE = frozenset({SERVER_ACTIVE, SERVER_REBOOT, SERVER_RESIZE})
+
+metadata = MetaData()
+
+fake_guests = Table(
+    "fake_guests",
+    metadata,
+    Column("instance_id", String(64), primary_key=True),
+    Column("service_status", String(64), nullable=False),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+NEW, BUILDING, HEALTHY = (ServiceStatus.NEW.description, ServiceStatus.BUILDING.description,
+                          ServiceStatus.HEALTHY.description)
+RESTARTING, SHUTDOWN = ServiceStatus.RESTARTING.description, ServiceStatus.SHUTDOWN.description
+
+
+@dataclass
+class SimulatedGuest:
+    instance_id: str
+    name: str
+    topic: str
+    status: str = NEW
+    committed: int = 0  # next command offset, once everything before it is answered
+    never_healthy: bool = False
+    queue: deque[tuple[int, bytes]] = field(default_factory=deque)
+    pending: tuple[float, Callable[[], None]] | None = None  # (due, finish) of the command in hand
+    next_heartbeat: float = 0.0
+
+
+class FakeGuestFleet:
+    def __init__(self, *, compute: FakeCompute, engine: Engine, bootstrap_servers: str, guest_prefix: str,
+                 conductor_topic: str, conductor_partitions: int = 1, report_interval_s: float = 10.0,
+                 action_delay_s: float = 0.0, never_healthy_marker: str | None = NEVER_HEALTHY_MARKER,
+                 scan_s: float = 0.1, clock: Callable[[], float] = time.time) -> None:
+        self._compute = compute
+        self._engine = engine
+        self._bootstrap = bootstrap_servers
+        self._prefix = guest_prefix
+        self._conductor_topic = conductor_topic
+        self._conductor_partitions = conductor_partitions
+        self.report_interval_s = report_interval_s
+        self.action_delay_s = action_delay_s
+        self.never_healthy_marker = never_healthy_marker
+        self._scan_s = scan_s
+        self._clock = clock
+        self._stop = threading.Event()
+        self.guests: dict[str, SimulatedGuest] = {}
+        self._producer: KafkaProducer | None = None
+        create_tables(engine, metadata)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine) -> FakeGuestFleet:
+        return cls(compute=FakeCompute.from_settings(settings, engine), engine=engine,
+                   bootstrap_servers=settings.kafka_bootstrap_servers, guest_prefix=settings.topics.guest_prefix,
+                   conductor_topic=settings.topics.conductor, conductor_partitions=settings.conductor_partitions,
+                   report_interval_s=settings.report_interval_s, action_delay_s=settings.fake_compute_delay_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        with admin_client(self._bootstrap) as admin:
+            ensure_topic(admin, self._conductor_topic, self._conductor_partitions)
+        admin = KafkaAdminClient(bootstrap_servers=self._bootstrap, client_id="trove-es-fake-guests-admin")
+        consumer = KafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None,
+                                 allow_auto_create_topics=False, client_id="trove-es-fake-guests",
+                                 # A fetch parked on the broker delays a newly assigned guest's first
+                                 # command until it returns; keep the park short.
+                                 fetch_max_wait_ms=20, metadata_max_age_ms=5000)
+        # One in-flight request keeps a guest's heartbeat ahead of the result that follows it.
+        self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=0,
+                                       max_in_flight_requests_per_connection=1, allow_auto_create_topics=False,
+                                       client_id="trove-es-fake-guests")
+        next_scan = 0.0
+        try:
+            while not self._stop.is_set():
+                now = self._clock()
+                if now >= next_scan:
+                    self._scan(admin, consumer)
+                    next_scan = now + self._scan_s
+                if consumer.assignment():
+                    for partition, records in consumer.poll(timeout_ms=50).items():
+                        guest = self._by_topic(partition.topic)
+                        if guest is not None:
+                            guest.queue.extend((r.offset, r.value) for r in records)
+                else:
+                    self._stop.wait(0.05)
+                now = self._clock()
+                for guest in list(self.guests.values()):
+                    self._progress(guest, now)
+                self._producer.flush(timeout=10)
+        finally:
+            consumer.close(autocommit=False)
+            self._producer.close(timeout=5)
+            admin.close()
+
+    # Which guests run ---------------------------------------------------------------------------------
+
+    def _scan(self, admin: KafkaAdminClient, consumer: KafkaConsumer) -> None:
+        live = {s.instance_id: s for s in self._compute.list_servers() if s.status in _LIVE}
+        changed = False
+        for instance_id in set(self.guests) - set(live):
+            del self.guests[instance_id]
+            with self._engine.begin() as connection:
+                connection.execute(delete(fake_guests).where(fake_guests.c.instance_id == instance_id))
+            changed = True
+        waiting = [i for i in live if i not in self.guests]
+        new_partitions = []
+        for instance_id in self._topics_ready(admin, waiting):
+            server = live[instance_id]
+            guest = SimulatedGuest(instance_id, server.name, self._topic(instance_id),
+                                   never_healthy=bool(self.never_healthy_marker
+                                                      and self.never_healthy_marker in server.name))
+            with self._engine.connect() as connection:
+                row = connection.execute(select(fake_guests)
+                                         .where(fake_guests.c.instance_id == instance_id)).first()
+            if row is not None:
+                guest.status, guest.committed = row.service_status, row.next_offset
+            self.guests[instance_id] = guest
+            log.debug("guest %s attached at offset %d (status %s)", instance_id, guest.committed, guest.status)
+            new_partitions.append((TopicPartition(guest.topic, 0), guest.committed))
+            changed = True
+        if changed:
+            consumer.assign([TopicPartition(g.topic, 0) for g in self.guests.values()])
+            for partition, offset in new_partitions:
+                consumer.seek(partition, offset)  # partitions kept from before keep their positions
+
+    def _topics_ready(self, admin: KafkaAdminClient, instance_ids: list[str]) -> list[str]:
+        """Those of ``instance_ids`` whose command topic exists (the task manager creates it)."""
+        if not instance_ids:
+            return []
+        by_topic = {self._topic(i): i for i in instance_ids}
+        ready = []
+        for described in admin.describe_topics(list(by_topic)):
+            if described["name"] in by_topic and described["error_code"] != UNKNOWN_TOPIC_OR_PARTITION \
+                    and not described["error_code"] and described.get("partitions"):
+                ready.append(by_topic[described["name"]])
+        return ready
+
+    def _topic(self, instance_id: str) -> str:
+        return f"{self._prefix}{instance_id}"
+
+    def _by_topic(self, topic: str) -> SimulatedGuest | None:
+        return self.guests.get(topic[len(self._prefix):]) if topic.startswith(self._prefix) else None
+
+    # What a guest does ----------------------------------------------------------------------------------
+
+    def _progress(self, guest: SimulatedGuest, now: float) -> None:
+        if guest.pending is not None and now >= guest.pending[0]:
+            finish, guest.pending = guest.pending[1], None
+            finish()
+        while guest.pending is None and guest.queue:
+            offset, raw = guest.queue.popleft()
+            self._handle(guest, offset, raw)
+        if guest.status != NEW and now >= guest.next_heartbeat:
+            self._heartbeat(guest)
+
+    def _handle(self, guest: SimulatedGuest, offset: int, raw: bytes) -> None:
+        try:
+            command = protocol.parse_command(raw)
+        except protocol.GuestProtocolError as exc:
+            log.error("guest %s: ignoring malformed command at offset %d: %s", guest.instance_id, offset, exc)
+            self._commit(guest, offset)
+            return
+        method = command.method
+        log.debug("guest %s: %s (request %s, offset %d)", guest.instance_id, method, command.request_id, offset)
+
+        def answer(status: str | None = None) -> Callable[[], None]:
+            def finish() -> None:
+                if status is not None:
+                    self._set_status(guest, status)
+                self._result(guest, command)
+                self._commit(guest, offset)
+            return finish
+
+        if method == protocol.PREPARE:
+            if guest.status == HEALTHY:  # a prepare repeated after a task manager crash
+                answer()()
+                return
+            self._set_status(guest, BUILDING)
+            if guest.never_healthy:
+                log.info("guest %s (%s) will never become healthy, as its name asks", guest.instance_id, guest.name)
+                self._commit(guest, offset)
+                return
+            self._later(guest, answer(HEALTHY))
+        elif method in (protocol.RESTART, protocol.RESIZE_FLAVOR):
+            self._set_status(guest, RESTARTING)
+            self._later(guest, answer(HEALTHY))
+        elif method == protocol.RESIZE_VOLUME:
+            self._later(guest, answer())
+        elif method == protocol.STOP:
+            answer(SHUTDOWN)()
+
+    def _later(self, guest: SimulatedGuest, finish: Callable[[], None]) -> None:
+        if self.action_delay_s <= 0:
+            finish()
+        else:
+            guest.pending = (self._clock() + self.action_delay_s, finish)
+
+    def _set_status(self, guest: SimulatedGuest, status: str) -> None:
+        guest.status = status
+        self._heartbeat(guest)
+
+    def _heartbeat(self, guest: SimulatedGuest) -> None:
+        now = self._clock()
+        self._send(guest, protocol.Heartbeat(guest.instance_id, guest.status, now).to_json())
+        guest.next_heartbeat = now + self.report_interval_s
+
+    def _result(self, guest: SimulatedGuest, command: protocol.GuestCommand) -> None:
+        self._send(guest, protocol.Result(guest.instance_id, command.method, command.request_id, True,
+                                          self._clock()).to_json())
+
+    def _send(self, guest: SimulatedGuest, value: bytes) -> None:
+        assert self._producer is not None
+        self._producer.send(self._conductor_topic, key=guest.instance_id.encode(), value=value)
+
+    def _commit(self, guest: SimulatedGuest, offset: int) -> None:
+        # The answer must be on the broker before the command counts as done, or a crash loses it.
+        assert self._producer is not None
+        self._producer.flush(timeout=10)
+        guest.committed = offset + 1
+        with self._engine.begin() as connection:
+            connection.execute(upsert_statement(connection, fake_guests, ["instance_id"],
+                                                ["service_status", "next_offset", "updated_at"]),
+                               [{"instance_id": guest.instance_id, "service_status": guest.status,
+                                 "next_offset": guest.committed, "updated_at": self._clock()}])

@@ -1,0 +1,215 @@
+"""The guest protocol: commands to one guest, and what guests report to the conductor.
+
+Shared by the real guest agent and the simulated guests, so both speak exactly this. Every message
+is a JSON object with a ``version``; a receiver refuses what it cannot read with a
+``GuestProtocolError`` saying why, so a bad message is dead-lettered with a reason, never guessed at.
+
+Commands travel on ``<guest_prefix><instance_id>``; each carries the ``request_id`` of the operation
+it serves, so the guest's ``result`` can be matched to that operation and to nothing else.
+Guest messages travel on the conductor topic keyed by instance id, so one guest's messages stay in
+order. ``sent_at`` (epoch seconds, the guest's clock) lets the conductor drop messages older than
+the last one it saw for the same (instance, method).
+
+No secret ever appears here: ``prepare`` names the initial users, never their passwords.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.statuses import ServiceStatus
+
+PROTOCOL_VERSION = 1
+
+PREPARE, RESTART, RESIZE_VOLUME, RESIZE_FLAVOR, STOP = "prepare", "restart", "resize_volume", "resize_flavor", "stop"
+HEARTBEAT, RESULT = "heartbeat", "result"
+
+# Arguments each command must carry, with their JSON types.
+_COMMAND_ARGS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    PREPARE: {"datastore": str, "datastore_version": str, "databases": list, "users": list,
+              "volume_size": (int, type(None))},
+    RESTART: {},
+    RESIZE_VOLUME: {"new_size": int},
+    RESIZE_FLAVOR: {"flavor": dict},
+    STOP: {},
+}
+COMMANDS = frozenset(_COMMAND_ARGS)
+
+
+class GuestProtocolError(ValueError):
+    """A message that is not a valid guest protocol message; the text says what is wrong."""
+
+
+@dataclass(frozen=True)
+class GuestCommand:
+    method: str
+    instance_id: str
+    request_id: str
+    sent_at: float
+    args: dict[str, Any] = field(default_factory=dict)
+    version: int = PROTOCOL_VERSION
+
+    def to_json(self) -> bytes:
+        return _dump({"version": self.version, "kind": "command", "method": self.method,
+                      "instance_id": self.instance_id, "request_id": self.request_id,
+                      "sent_at": self.sent_at, "args": self.args})
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    instance_id: str
+    service_status: str  # a ServiceStatus description, as Trove's guests report it
+    sent_at: float
+    version: int = PROTOCOL_VERSION
+    method: str = HEARTBEAT
+
+    @property
+    def status(self) -> ServiceStatus:
+        return ServiceStatus.from_description(self.service_status)
+
+    def to_json(self) -> bytes:
+        return _dump({"version": self.version, "kind": HEARTBEAT, "instance_id": self.instance_id,
+                      "service_status": self.service_status, "sent_at": self.sent_at})
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one command; ``method`` is the command's, ``request_id`` its operation's."""
+
+    instance_id: str
+    method: str
+    request_id: str
+    ok: bool
+    sent_at: float
+    message: str = ""
+    traceback: tuple[str, ...] = ()
+    version: int = PROTOCOL_VERSION
+
+    def to_json(self) -> bytes:
+        return _dump({"version": self.version, "kind": RESULT, "instance_id": self.instance_id,
+                      "method": self.method, "request_id": self.request_id, "ok": self.ok,
+                      "message": self.message, "traceback": list(self.traceback), "sent_at": self.sent_at})
+
+
+GuestMessage = Heartbeat | Result
+
+
+# Builders: what the task manager sends -------------------------------------------------------------
+
+def prepare(instance_id: str, request_id: str, sent_at: float, *, datastore: str, datastore_version: str,
+            databases: list[str], users: list[str], volume_size: int | None) -> GuestCommand:
+    built = GuestCommand(PREPARE, instance_id, request_id, sent_at, {
+        "datastore": datastore, "datastore_version": datastore_version, "databases": list(databases),
+        "users": [_user_name(u) for u in users], "volume_size": volume_size})
+    return parse_command(built.to_json())
+
+
+def command(method: str, instance_id: str, request_id: str, sent_at: float, **args: Any) -> GuestCommand:
+    """Any command other than ``prepare``, validated as a receiver would."""
+    built = GuestCommand(method, instance_id, request_id, sent_at, dict(args))
+    return parse_command(built.to_json())
+
+
+def _user_name(user: Any) -> str:
+    # Accept {"name": ..., "password": ...} from a caller but never let the password through.
+    if isinstance(user, dict):
+        user = user.get("name")
+    if not isinstance(user, str) or not user:
+        raise GuestProtocolError("prepare: every user must be a non-empty name")
+    return user
+
+
+# Parsers: what receivers call --------------------------------------------------------------------
+
+def parse_command(raw: bytes | str) -> GuestCommand:
+    body = _load(raw)
+    if body.get("kind") != "command":
+        raise GuestProtocolError(f"not a command (kind {body.get('kind')!r})")
+    method = _string(body, "method")
+    if method not in _COMMAND_ARGS:
+        raise GuestProtocolError(f"unknown command {method!r}; expected one of {', '.join(sorted(COMMANDS))}")
+    args = body.get("args", {})
+    if not isinstance(args, dict):
+        raise GuestProtocolError("args must be a JSON object")
+    for name, kind in _COMMAND_ARGS[method].items():
+        if name not in args:
+            raise GuestProtocolError(f"{method}: missing argument {name!r}")
+        value = args[name]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise GuestProtocolError(f"{method}: argument {name!r} has the wrong type")
+    if method == PREPARE:
+        if not all(isinstance(u, str) and u for u in args["users"]):
+            raise GuestProtocolError("prepare: users must be a list of names (passwords never travel here)")
+        if not all(isinstance(d, str) and d for d in args["databases"]):
+            raise GuestProtocolError("prepare: databases must be a list of names")
+    if method == RESIZE_VOLUME and args["new_size"] < 1:
+        raise GuestProtocolError("resize_volume: new_size must be a positive integer")
+    return GuestCommand(method, _string(body, "instance_id"), _string(body, "request_id"), _sent_at(body), args,
+                        body["version"])
+
+
+def parse_guest_message(raw: bytes | str) -> GuestMessage:
+    """A heartbeat or a result from a guest; raises ``GuestProtocolError`` for anything else."""
+    body = _load(raw)
+    kind = body.get("kind")
+    instance_id = _string(body, "instance_id")
+    if kind == HEARTBEAT:
+        description = _string(body, "service_status")
+        try:
+            ServiceStatus.from_description(description)
+        except ValueError as exc:
+            raise GuestProtocolError(f"heartbeat: {exc}") from None
+        return Heartbeat(instance_id, description, _sent_at(body), body["version"])
+    if kind == RESULT:
+        method = _string(body, "method")
+        if method not in _COMMAND_ARGS:
+            raise GuestProtocolError(f"result: unknown method {method!r}")
+        ok = body.get("ok")
+        if not isinstance(ok, bool):
+            raise GuestProtocolError("result: ok must be true or false")
+        message = body.get("message", "")
+        traceback = body.get("traceback", [])
+        if not isinstance(message, str):
+            raise GuestProtocolError("result: message must be a string")
+        if not isinstance(traceback, list) or not all(isinstance(line, str) for line in traceback):
+            raise GuestProtocolError("result: traceback must be a list of strings")
+        return Result(instance_id, method, _string(body, "request_id"), ok, _sent_at(body), message,
+                      tuple(traceback), body["version"])
+    raise GuestProtocolError(f"unknown message kind {kind!r}; expected heartbeat or result")
+
+
+def _load(raw: bytes | str) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise GuestProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise GuestProtocolError("message is not a JSON object")
+    version = body.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise GuestProtocolError("version must be an integer")
+    if version > PROTOCOL_VERSION or version < 1:
+        raise GuestProtocolError(f"protocol version {version} is not supported (this side speaks "
+                                 f"{PROTOCOL_VERSION}); upgrade it")
+    return body
+
+
+def _string(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise GuestProtocolError(f"{name} must be a non-empty string")
+    return value
+
+
+def _sent_at(body: dict[str, Any]) -> float:
+    value = body.get("sent_at")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise GuestProtocolError("sent_at must be a non-negative number of epoch seconds")
+    return float(value)
+
+
+def _dump(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()

@@ -1,0 +1,191 @@
+"""The conductor: ingests guest heartbeats and results from the conductor topic.
+
+- A heartbeat refreshes the guest's liveness row (``guest_heartbeats``, read by the instance view).
+  Only a *change* of the datastore status becomes a ``ServiceStatusChanged`` event; while the status
+  is RESTART_REQUIRED heartbeats change nothing (Trove).
+- A result closes the instance's open operation, and only when that operation has the result's
+  request_id and is the one the command serves, so a redelivered or late result does nothing.
+  A successful ``prepare`` closes nothing: the task manager finishes a build on the guest's status.
+- A message older (by the guest's ``sent_at``) than the last one seen for the same
+  (instance, method) is dropped, so a delayed heartbeat cannot roll a status back.
+
+Reconciling a heartbeat with the instance means loading the aggregate. Thousands of guests report
+every few seconds with the same status, so a status already reconciled within ``reconcile_s`` is
+trusted without a load. The price: a status changed by someone else (an admin ``reset_status``)
+while the guest keeps reporting the same thing is put right up to ``reconcile_s`` later.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Column, Float, MetaData, String, Table, select, tuple_
+from sqlalchemy.orm import Session
+
+from adapters.sql.upsert import upsert_statement
+from domain import guest_protocol as protocol
+from domain.context import OperationContext
+from domain.errors import NotFound
+from domain.guest_protocol import GuestMessage, Heartbeat, Result
+from domain.instance import CREATE, RESIZE_FLAVOR, RESIZE_VOLUME, RESTART, Instance
+from domain.statuses import ServiceStatus
+from projections.guest_heartbeats import guest_heartbeats
+from services.instances import InstanceService
+from services.task_manager import local_ip
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+last_seen = Table(
+    "conductor_last_seen",
+    metadata,
+    Column("instance_id", String(64), primary_key=True),
+    Column("method", String(32), primary_key=True),
+    Column("sent_at", Float, nullable=False),
+    # Heartbeats only: the reported status last reconciled with the aggregate, and when.
+    Column("reconciled_status", String(64)),
+    Column("reconciled_at", Float),
+)
+guest_heartbeats.to_metadata(metadata)
+
+# The operation each command serves: a result may close that operation and no other.
+_OPERATION_OF = {protocol.PREPARE: CREATE, protocol.RESTART: RESTART, protocol.RESIZE_VOLUME: RESIZE_VOLUME,
+                 protocol.RESIZE_FLAVOR: RESIZE_FLAVOR}
+
+
+@dataclass
+class ConductorStats:
+    heartbeats: int = 0
+    results: int = 0
+    stale: int = 0
+    reconciled: int = 0  # heartbeats checked against the aggregate (a load)
+    status_changes: int = 0
+    operations_closed: int = 0
+    unknown_instances: int = 0
+
+
+class Conductor:
+    name = "conductor"
+    metadata = metadata
+
+    def __init__(self, instances: InstanceService, *, reconcile_s: float = 60.0, server_ip: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.instances = instances
+        self.reconcile_s = reconcile_s
+        self.server_ip = server_ip or local_ip()
+        self._clock = clock
+        self.stats = ConductorStats()
+
+    @staticmethod
+    def decode(raw: bytes) -> GuestMessage:
+        return protocol.parse_guest_message(raw)
+
+    def apply(self, message: GuestMessage, session: Session) -> None:
+        self.apply_batch([message], session)
+
+    def apply_batch(self, messages: list[GuestMessage], session: Session) -> None:
+        if not messages:
+            return
+        log.debug("conductor: batch of %d messages", len(messages))
+        connection = session.connection()
+        keys = {(m.instance_id, m.method) for m in messages}
+        seen = {(r.instance_id, r.method): dict(r._mapping) for r in connection.execute(
+            select(last_seen).where(tuple_(last_seen.c.instance_id, last_seen.c.method).in_(keys)))}
+        changed: dict[tuple[str, str], dict[str, Any]] = {}
+        beats: dict[str, dict[str, Any]] = {}
+        for message in messages:
+            key = (message.instance_id, message.method)
+            previous = seen.get(key)
+            if previous is not None and message.sent_at < previous["sent_at"]:
+                self.stats.stale += 1
+                continue
+            row = {"instance_id": message.instance_id, "method": message.method, "sent_at": message.sent_at,
+                   "reconciled_status": None, "reconciled_at": None}
+            if isinstance(message, Heartbeat):
+                if not self._heartbeat(message, previous, row):
+                    continue
+                beats[message.instance_id] = {"instance_id": message.instance_id,
+                                              "service_status": message.service_status,
+                                              "last_seen_at": self._clock(), "sent_at": message.sent_at}
+            elif not self._result(message):
+                continue
+            seen[key] = changed[key] = row
+        if changed:
+            connection.execute(upsert_statement(connection, last_seen, ["instance_id", "method"],
+                                                ["sent_at", "reconciled_status", "reconciled_at"]),
+                               list(changed.values()))
+        if beats:
+            connection.execute(upsert_statement(connection, guest_heartbeats, ["instance_id"],
+                                                ["service_status", "last_seen_at", "sent_at"]), list(beats.values()))
+
+    # -----------------------------------------------------------------------------------------------
+
+    def _heartbeat(self, beat: Heartbeat, previous: dict[str, Any] | None, row: dict[str, Any]) -> bool:
+        """Reconcile the reported status; False when the instance is unknown here."""
+        self.stats.heartbeats += 1
+        now = self._clock()
+        if (previous is not None and previous["reconciled_status"] == beat.service_status
+                and previous["reconciled_at"] is not None and now - previous["reconciled_at"] < self.reconcile_s):
+            row.update(reconciled_status=previous["reconciled_status"], reconciled_at=previous["reconciled_at"])
+            return True
+        status = beat.status
+        self.stats.reconciled += 1
+
+        def change(instance: Instance) -> bool:
+            if instance.service_status is ServiceStatus.RESTART_REQUIRED:
+                return False
+            return instance.change_service_status(self._context(instance), status)
+
+        try:
+            if self.instances.record(beat.instance_id, change):
+                self.stats.status_changes += 1
+        except NotFound:
+            self.stats.unknown_instances += 1
+            log.warning("heartbeat from unknown instance %s dropped", beat.instance_id)
+            return False
+        row.update(reconciled_status=beat.service_status, reconciled_at=now)
+        return True
+
+    def _result(self, result: Result) -> bool:
+        self.stats.results += 1
+        operation = _OPERATION_OF.get(result.method)
+
+        def change(instance: Instance) -> bool:
+            if operation is None or not instance.operation_open(result.request_id):
+                return False
+            assert instance.operation is not None
+            if instance.operation["name"] != operation:
+                return False
+            context = self._context(instance)
+            if result.ok:
+                if result.method == protocol.PREPARE:
+                    return False
+                instance.succeed(context)
+            else:
+                task = "BUILDING_ERROR_SERVER" if result.method == protocol.PREPARE else "NONE"
+                instance.fail(context, message=result.message or f"The guest agent failed to {result.method}.",
+                              traceback=list(result.traceback), task=task)
+            return True
+
+        try:
+            if self.instances.record(result.instance_id, change):
+                self.stats.operations_closed += 1
+        except NotFound:
+            self.stats.unknown_instances += 1
+            log.warning("result from unknown instance %s dropped", result.instance_id)
+            return False
+        return True
+
+    def _context(self, instance: Instance) -> dict[str, Any]:
+        if instance.operation is not None:
+            context = OperationContext.from_recorded(instance.operation["context"])
+        else:
+            # A status change outside any operation (a crash noticed by the guest): a request of its own.
+            context = OperationContext(request_id=f"req-{uuid.uuid4()}", tenant_id=instance.tenant_id)
+        return context.carried_by("conductor", self.server_ip).recorded()

@@ -1,0 +1,670 @@
+"""The task manager: a process manager that turns requested operations into compute and guest work.
+
+It has two halves in one process:
+
+- ``apply(event, session)`` consumes ``trove.events`` through the effectively-once consumer runner
+  and only writes rows of ``task_manager_work`` (one per operation in flight: instance, operation,
+  request_id, step, deadline), committed with the Kafka offset. It never calls a cloud or a guest,
+  so a crash there cannot leave a half-done effect.
+- A driver (threads beside the consumer) runs due work items: it calls the compute driver and the
+  guests, records each outcome as an event through ``InstanceService``, then advances the item.
+
+Every step checks the aggregate before acting and compute calls are idempotent per instance, so a
+step repeated after ``kill -9`` does no harm and in-flight operations resume from the table.
+Builds and guest operations have deadlines, so nothing waits forever. Only one driver runs per
+deployment (a lease); any number of processes may consume.
+
+An operation's item is *parked* (no ``due_at``) once the driver has closed it or seen it closed; the
+``OperationSucceeded``/``OperationFailed`` event then removes it and, for creates and volume
+resizes, queues the quota settlement (a create is committed whether it succeeded or failed: the
+instance exists, in ERROR, until deleted, as in Trove; a failed volume resize is released unless
+the volume did grow). A delete releases the instance's quota in the same save as ``Deleted``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
+from sqlalchemy import Column, Engine, Float, Index, Integer, MetaData, String, Table, Text, and_, case, delete, select
+from sqlalchemy import event as sa_event
+from sqlalchemy import update as sql_update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from adapters.compute.base import ComputeDriver, ComputeError, ServerSpec
+from adapters.compute.guest_channel import GuestChannel
+from adapters.kafka.lease import Lease, LeaseLost
+from adapters.sql.schema import create_tables
+from domain import guest_protocol as protocol
+from domain.catalog import domain_catalog
+from domain.context import OperationContext
+from domain.errors import NotFound
+from domain.instance import CREATE, RESIZE_VOLUME, Instance
+from domain.public_events import PublicEvent
+from domain.quota import INSTANCES, VOLUMES
+from domain.statuses import SERVER_ACTIVE, SERVER_ERROR, ServiceStatus
+from services.instances import InstanceService
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+work_items = Table(
+    "task_manager_work",
+    metadata,
+    Column("instance_id", String(64), primary_key=True),
+    Column("request_id", String(64), primary_key=True),
+    Column("kind", String(32), primary_key=True),  # create, restart, resize_volume, resize_flavor, delete, settle
+    Column("operation", String(32), nullable=False),  # Trove's operation name
+    Column("step", String(32), nullable=False),
+    Column("context", Text, nullable=False),  # JSON: the operation's recorded context
+    Column("detail", Text, nullable=False),  # JSON: what the steps need (prepare arguments, new size...)
+    Column("deadline", Float),  # the operation fails if not done by then (epoch seconds)
+    Column("due_at", Float),  # when the driver runs the step next; NULL: parked until the closing event
+    Column("wakes", Integer, nullable=False),  # bumped by events that make a waiting step worth re-running
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Index("ix_task_manager_work_due", "due_at"),
+    Index("ix_task_manager_work_instance", "instance_id"),
+)
+
+SETTLE = "settle"
+AWAIT_HEALTHY, AWAIT_CLOSE, CLOSED = "await_healthy", "await_close", "closed"
+_REQUESTS = {"CreateRequested": ("create", "create_server"), "RestartRequested": ("restart", "send"),
+             "VolumeResizeRequested": ("resize_volume", "compute"),
+             "FlavorResizeRequested": ("resize_flavor", "compute"), "DeleteRequested": ("delete", "stop_guest")}
+_CLOSES = frozenset({"OperationSucceeded", "OperationFailed"})
+_MAX_CHAIN = 12  # steps one worker runs back to back before giving others a turn
+
+
+def local_ip() -> str:
+    """This host's address, recorded as ``server_ip`` on the events this process writes."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    step: str
+    due_at: float | None  # None: parked
+    done: bool = False  # delete the item (settlements only; operations wait for their closing event)
+
+
+class TaskManager:
+    name = "task-manager"
+    metadata = metadata
+
+    def __init__(self, *, instances: InstanceService, compute: ComputeDriver, guests: GuestChannel, engine: Engine,
+                 usage_timeout_s: float, operation_timeout_s: float | None = None, lease: Lease | None = None,
+                 workers: int = 8, poll_s: float = 0.05, compute_poll_s: float = 0.1, recheck_s: float = 5.0,
+                 server_ip: str | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.instances = instances
+        self.compute = compute
+        self.guests = guests
+        self.catalog = domain_catalog()
+        self._engine = engine
+        self.usage_timeout_s = usage_timeout_s
+        self.operation_timeout_s = operation_timeout_s if operation_timeout_s is not None else usage_timeout_s
+        self._lease = lease
+        self._workers = max(1, workers)
+        self._poll_s = poll_s
+        self._compute_poll_s = compute_poll_s
+        self._recheck_s = recheck_s
+        self.server_ip = server_ip or local_ip()
+        self._clock = clock
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._busy: set[str] = set()
+        self._busy_lock = threading.Lock()
+        self._driver: threading.Thread | None = None
+        self._images: dict[str, str] = {}
+        create_tables(engine, metadata)
+        self._steps: dict[tuple[str, str], Callable[[dict[str, Any]], Outcome]] = {
+            ("create", "create_server"): self._create_server, ("create", "wait_server"): self._wait_server,
+            ("create", "prepare"): self._prepare, ("create", AWAIT_HEALTHY): self._await_healthy,
+            ("restart", "send"): self._send_guest_command, ("restart", AWAIT_CLOSE): self._await_close,
+            ("resize_volume", "compute"): self._resize_volume, ("resize_volume", "wait_compute"): self._volume_resized,
+            ("resize_volume", "send"): self._send_guest_command, ("resize_volume", AWAIT_CLOSE): self._await_close,
+            ("resize_flavor", "compute"): self._resize_flavor, ("resize_flavor", "wait_compute"): self._flavor_resized,
+            ("resize_flavor", "send"): self._send_guest_command, ("resize_flavor", AWAIT_CLOSE): self._await_close,
+            ("delete", "stop_guest"): self._stop_guest, ("delete", "delete_server"): self._delete_server,
+            ("delete", "wait_gone"): self._wait_gone, ("delete", "remove_topic"): self._remove_topic,
+            ("delete", "record"): self._record_deleted, (SETTLE, SETTLE): self._settle,
+        }
+
+    # Consumer half: only this process's own rows, in the consumer's transaction ------------------------
+
+    def apply(self, event: PublicEvent, session: Session) -> None:
+        if event.aggregate_type != "Instance":
+            return
+        now = self._clock()
+        log.debug("event %s of %s v%d", event.type, event.aggregate_id, event.version)
+        if event.type in _REQUESTS:
+            kind, step = _REQUESTS[event.type]
+            deadline = {"create": now + self.usage_timeout_s, "delete": None}.get(kind, now + self.operation_timeout_s)
+            self._insert(session, event.aggregate_id, event.request_id or "", kind, event.data["operation"], step,
+                         _context_of(event), _detail_of(event), deadline, now)
+        elif event.type == "ServiceStatusChanged":
+            session.execute(sql_update(work_items)
+                            .where(work_items.c.instance_id == event.aggregate_id, work_items.c.step == AWAIT_HEALTHY,
+                                   work_items.c.due_at.is_not(None))
+                            .values(due_at=now, wakes=work_items.c.wakes + 1))
+        elif event.type in _CLOSES:
+            self._operation_closed(event, session, now)
+        else:
+            return
+        # Let the driver look as soon as this transaction commits, not at its next poll.
+        if not session.info.get("wakes_task_manager"):
+            session.info["wakes_task_manager"] = True
+            sa_event.listen(session, "after_commit", lambda _s: self._wake.set(), once=True)
+
+    def _operation_closed(self, event: PublicEvent, session: Session, now: float) -> None:
+        operation, request_id = event.data["operation"], event.data["request_id"]
+        key = and_(work_items.c.instance_id == event.aggregate_id, work_items.c.request_id == request_id,
+                   work_items.c.kind != SETTLE)
+        item = session.execute(select(work_items.c.detail).where(key)).first()
+        session.execute(delete(work_items).where(key))
+        if operation in (CREATE, RESIZE_VOLUME):
+            detail = json.loads(item.detail) if item else {}
+            detail.update(operation=operation, succeeded=event.type == "OperationSucceeded")
+            self._insert(session, event.aggregate_id, request_id, SETTLE, operation, SETTLE, _context_of(event),
+                         detail, None, now)
+
+    @staticmethod
+    def _insert(session: Session, instance_id: str, request_id: str, kind: str, operation: str, step: str,
+                context: dict[str, Any], detail: dict[str, Any], deadline: float | None, now: float) -> None:
+        dialect = session.get_bind().dialect.name
+        statement = (postgresql.insert(work_items) if dialect == "postgresql" else sqlite.insert(work_items))
+        session.execute(statement.values(
+            instance_id=instance_id, request_id=request_id, kind=kind, operation=operation, step=step,
+            context=json.dumps(context, sort_keys=True), detail=json.dumps(detail, sort_keys=True),
+            deadline=deadline, due_at=now, wakes=0, attempts=0, created_at=now,
+        ).on_conflict_do_nothing())
+
+    # Driver half --------------------------------------------------------------------------------------
+
+    def start_driver(self) -> None:
+        self._driver = threading.Thread(target=self._drive, name="task-manager-driver", daemon=True)
+        self._driver.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._driver is not None:
+            self._driver.join(timeout)
+
+    def _drive(self) -> None:
+        with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="task-manager-step") as pool:
+            while not self._stop.is_set():
+                if self._lease is not None and not self._lease.try_acquire():
+                    self._stop.wait(1.0)  # another task manager drives; this one only consumes
+                    continue
+                log.info("task manager driver running")
+                try:
+                    self._drive_while_leased(pool)
+                except LeaseLost as exc:
+                    log.error("task manager lost its driver lease (%s); waiting to take it again", exc)
+                finally:
+                    self._release_lease()
+
+    def _release_lease(self) -> None:
+        if self._lease is None:
+            return
+        try:
+            self._lease.release()
+        except Exception as exc:  # a lease whose connection died is already gone
+            log.warning("could not release the task manager lease cleanly: %s", exc)
+
+    def _drive_while_leased(self, pool: ThreadPoolExecutor) -> None:
+        checked = 0.0
+        while not self._stop.is_set():
+            if self._lease is not None and time.monotonic() - checked >= 1.0:
+                self._lease.check()
+                checked = time.monotonic()
+            try:
+                self._dispatch(pool)
+            except Exception:
+                log.exception("task manager driver could not read its work items; retrying")
+                self._stop.wait(1.0)
+            self._wake.wait(self._poll_s)
+            self._wake.clear()
+
+    def _dispatch(self, pool: ThreadPoolExecutor) -> None:
+        for item in self._due_items(self._workers * 4):
+            with self._busy_lock:
+                if item["instance_id"] in self._busy or len(self._busy) >= self._workers:
+                    continue  # one step per instance at a time keeps each instance's steps in order
+                self._busy.add(item["instance_id"])
+            log.debug("dispatching %s %s (%s), %.0f ms after it fell due", item["kind"], item["instance_id"],
+                      item["step"], (self._clock() - item["due_at"]) * 1000)
+            pool.submit(self._run_and_release, item)
+
+    def _due_items(self, limit: int) -> list[dict[str, Any]]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(work_items).where(work_items.c.due_at <= self._clock())
+                .order_by(work_items.c.due_at, work_items.c.created_at).limit(limit)).mappings().all()
+        return [dict(row) for row in rows]
+
+    def _run_and_release(self, item: dict[str, Any]) -> None:
+        try:
+            self._run_chain(item)
+        except Exception:
+            log.exception("task manager could not run or save a step of %s %s", item["kind"], item["request_id"])
+        finally:
+            with self._busy_lock:
+                self._busy.discard(item["instance_id"])
+            self._wake.set()
+
+    def _run_chain(self, item: dict[str, Any]) -> None:
+        """Run the item's step, then the next ones while they are due at once (no trip through the dispatcher)."""
+        step = item["step"]
+        for _ in range(_MAX_CHAIN):
+            # Re-read: the dispatcher's list may be older than a step another worker just saved.
+            fresh = self._fresh(item, step)
+            if fresh is None or self._stop.is_set():
+                return
+            outcome = self._run(fresh)
+            if outcome.done or outcome.due_at is None or outcome.due_at > self._clock():
+                return
+            item, step = fresh, outcome.step
+
+    def _fresh(self, item: dict[str, Any], step: str) -> dict[str, Any] | None:
+        with self._engine.connect() as connection:
+            row = connection.execute(select(work_items).where(
+                work_items.c.instance_id == item["instance_id"], work_items.c.request_id == item["request_id"],
+                work_items.c.kind == item["kind"])).mappings().first()
+        if row is None or row["step"] != step or row["due_at"] is None or row["due_at"] > self._clock():
+            return None
+        return dict(row)
+
+    def _run(self, item: dict[str, Any]) -> Outcome:
+        step = self._steps.get((item["kind"], item["step"]))
+        error = None
+        started = time.monotonic()
+        try:
+            if step is None:
+                raise RuntimeError(f"no step {item['step']!r} for {item['kind']}")
+            outcome = step(item)
+        except Exception as exc:
+            log.exception("%s %s of instance %s failed at step %s (attempt %d)", item["kind"], item["request_id"],
+                          item["instance_id"], item["step"], item["attempts"] + 1)
+            error = f"{exc.__class__.__name__}: {exc}"
+            outcome = self._after_error(item, error)
+        log.debug("%s %s: %s -> %s in %.0f ms", item["kind"], item["instance_id"], item["step"], outcome.step,
+                  (time.monotonic() - started) * 1000)
+        return self._save(item, outcome, error)
+
+    def _after_error(self, item: dict[str, Any], error: str) -> Outcome:
+        deadline = item["deadline"]
+        if deadline is not None and self._clock() >= deadline:
+            try:
+                if item["kind"] == "create":
+                    return self._build_timed_out(item)
+                self._fail(item, f"The {item['operation']} operation could not be completed: {error}", "NONE")
+                return self._park(item)
+            except Exception:
+                log.exception("could not record the failure of %s %s", item["kind"], item["request_id"])
+        delay = min(0.5 * 2 ** min(item["attempts"], 6), 30.0)
+        return Outcome(item["step"], self._clock() + delay)
+
+    def _save(self, item: dict[str, Any], outcome: Outcome, error: str | None) -> Outcome:
+        """Store the outcome unless the item changed meanwhile; returns what the item now says."""
+        key = and_(work_items.c.instance_id == item["instance_id"], work_items.c.request_id == item["request_id"],
+                   work_items.c.kind == item["kind"], work_items.c.step == item["step"])
+        with self._engine.begin() as connection:
+            if outcome.done:
+                connection.execute(delete(work_items).where(key))
+                return outcome
+            now = self._clock()
+            # An event that arrived while the step ran (a wake) makes the item due again at once.
+            due = None if outcome.due_at is None else case(
+                (work_items.c.wakes != item["wakes"], now), else_=outcome.due_at)
+            saved = connection.execute(sql_update(work_items).where(key).values(
+                step=outcome.step, due_at=due, attempts=item["attempts"] + 1 if error else 0, last_error=error
+            ).returning(work_items.c.due_at)).first()
+        if saved is None:  # removed by its closing event, or moved on by another run
+            return Outcome(outcome.step, None, done=True)
+        return Outcome(outcome.step, saved.due_at)
+
+    # Helpers ---------------------------------------------------------------------------------------------
+
+    def _now(self, step: str) -> Outcome:
+        return Outcome(step, self._clock())
+
+    def _park(self, item: dict[str, Any]) -> Outcome:
+        return Outcome(CLOSED, None)
+
+    def _context(self, item: dict[str, Any]) -> dict[str, Any]:
+        return OperationContext.from_recorded(json.loads(item["context"])).carried_by(
+            "taskmanager", self.server_ip).recorded()
+
+    def _open_instance(self, item: dict[str, Any]) -> Instance | None:
+        """The instance, when the item's operation is still open on it."""
+        try:
+            instance = self.instances.get(item["instance_id"])
+        except NotFound:
+            return None
+        return instance if instance.operation_open(item["request_id"]) else None
+
+    def _record(self, item: dict[str, Any], change: Callable[[Instance, dict[str, Any]], Any]) -> bool:
+        """Apply ``change`` if the operation is still open; False when it was closed meanwhile."""
+        context = self._context(item)
+
+        def guarded(instance: Instance) -> bool:
+            if not instance.operation_open(item["request_id"]):
+                return False
+            change(instance, context)
+            return True
+
+        return bool(self.instances.record(item["instance_id"], guarded))
+
+    def _fail(self, item: dict[str, Any], message: str, task: str, traceback: list[str] | None = None) -> None:
+        self._record(item, lambda i, c: i.fail(c, message=message, traceback=traceback or [], task=task))
+
+    def _expired(self, item: dict[str, Any]) -> bool:
+        return item["deadline"] is not None and self._clock() >= item["deadline"]
+
+    def _build_timed_out(self, item: dict[str, Any]) -> Outcome:
+        message = (f"Failed to create instance {item['instance_id']}. Timeout waiting for instance to become "
+                   f"active. No usage create-event was sent.")
+
+        def change(instance: Instance, context: dict[str, Any]) -> None:
+            instance.change_service_status(context, ServiceStatus.FAILED_TIMEOUT_GUESTAGENT)
+            instance.fail(context, message=message, traceback=[], task="BUILDING_ERROR_TIMEOUT_GA")
+
+        self._record(item, change)
+        return self._park(item)
+
+    def _server_failed(self, item: dict[str, Any], status: str, fault: str | None) -> Outcome:
+        message = f"Server not active, status: {status}, fault message: {fault or 'unknown'}"
+
+        def change(instance: Instance, context: dict[str, Any]) -> None:
+            if instance.server_status != status:
+                instance.record_server_status(context, status, fault=fault)
+            instance.fail(context, message=message, traceback=[], task="BUILDING_ERROR_SERVER")
+
+        self._record(item, change)
+        return self._park(item)
+
+    # Create ----------------------------------------------------------------------------------------------
+
+    def _create_server(self, item: dict[str, Any]) -> Outcome:
+        instance = self._open_instance(item)
+        if instance is None:
+            return self._park(item)
+        if instance.server_id:
+            return self._now("wait_server")
+        if self._expired(item):
+            return self._build_timed_out(item)
+        detail = json.loads(item["detail"])
+        spec = ServerSpec(instance_id=item["instance_id"], name=instance.name, flavor=dict(instance.flavor),
+                          volume_size=instance.volume_size, image_id=self._image_id(instance.datastore_version_id),
+                          availability_zone=detail.get("availability_zone"))
+        try:
+            server = self.compute.create(spec)
+        except ComputeError as exc:
+            self._fail(item, exc.fault, "BUILDING_ERROR_SERVER", [f"{exc.__class__.__name__}: {exc.fault}"])
+            return self._park(item)
+        if server.status == SERVER_ERROR:
+            return self._server_failed(item, server.status, server.fault)
+
+        def provisioned(instance: Instance, context: dict[str, Any]) -> None:
+            if instance.server_id is None:
+                instance.record_server_provisioned(context, server.server_id, server.volume_id, server.status,
+                                                   server.addresses)
+
+        self._record(item, provisioned)
+        return self._now("prepare" if server.status == SERVER_ACTIVE else "wait_server")
+
+    def _wait_server(self, item: dict[str, Any]) -> Outcome:
+        instance = self._open_instance(item)
+        if instance is None:
+            return self._park(item)
+        server = self.compute.get(item["instance_id"])
+        if server is None:
+            return self._server_failed(item, SERVER_ERROR, "The server could not be found.")
+        if server.status == SERVER_ERROR:
+            return self._server_failed(item, server.status, server.fault)
+        if server.status == SERVER_ACTIVE:
+            if instance.server_status != SERVER_ACTIVE:
+                self._record(item, lambda i, c: i.record_server_status(c, SERVER_ACTIVE))
+            return self._now("prepare")
+        if self._expired(item):
+            return self._build_timed_out(item)
+        return Outcome("wait_server", self._clock() + self._compute_poll_s)
+
+    def _prepare(self, item: dict[str, Any]) -> Outcome:
+        instance = self._open_instance(item)
+        if instance is None:
+            return self._park(item)
+        detail = json.loads(item["detail"])
+        topic = self.guests.ensure(item["instance_id"])
+        # A repeat after a crash sends prepare again; guests answer a second prepare like the first.
+        self.guests.send(protocol.prepare(
+            item["instance_id"], item["request_id"], self._clock(), datastore=instance.datastore,
+            datastore_version=instance.datastore_version, databases=detail.get("databases", []),
+            users=detail.get("users", []), volume_size=instance.volume_size))
+        self._record(item, lambda i, c: i.record_prepare_sent(c, topic))
+        return self._now(AWAIT_HEALTHY)
+
+    def _await_healthy(self, item: dict[str, Any]) -> Outcome:
+        instance = self._open_instance(item)
+        if instance is None:
+            return self._park(item)
+        status = instance.service_status
+        if status.build_outcome is True:
+            self._record(item, lambda i, c: i.succeed(c))
+            return self._park(item)
+        if status.build_outcome is False:
+            self._fail(item, f"Service not active, status: {status.description}", "BUILDING_ERROR_SERVER")
+            return self._park(item)
+        if self._expired(item):
+            return self._build_timed_out(item)
+        # Normally the ServiceStatusChanged event wakes this step; the re-check is a safety net.
+        return Outcome(AWAIT_HEALTHY, min(item["deadline"], self._clock() + self._recheck_s))
+
+    def _image_id(self, datastore_version_id: str) -> str:
+        # A version's image never changes once registered, so one load per version is enough.
+        if datastore_version_id not in self._images:
+            try:
+                image = str(self.instances.catalog.repository.get(UUID(datastore_version_id)).image_id)
+            except Exception:  # the image only matters to a real cloud; the fake ignores it
+                return ""
+            self._images[datastore_version_id] = image
+        return self._images[datastore_version_id]
+
+    # Guest operations: restart, and the guest half of resizes ------------------------------------------
+
+    def _send_guest_command(self, item: dict[str, Any]) -> Outcome:
+        if self._open_instance(item) is None:
+            return self._park(item)
+        detail = json.loads(item["detail"])
+        method = {"restart": protocol.RESTART, "resize_volume": protocol.RESIZE_VOLUME,
+                  "resize_flavor": protocol.RESIZE_FLAVOR}[item["kind"]]
+        args = {protocol.RESIZE_VOLUME: {"new_size": detail.get("new_volume_size")},
+                protocol.RESIZE_FLAVOR: {"flavor": detail.get("new_flavor")}}.get(method, {})
+        self.guests.ensure(item["instance_id"])
+        self.guests.send(protocol.command(method, item["instance_id"], item["request_id"], self._clock(), **args))
+        # The guest's result reaches the conductor, which closes the operation.
+        return Outcome(AWAIT_CLOSE, item["deadline"])
+
+    def _await_close(self, item: dict[str, Any]) -> Outcome:
+        if self._open_instance(item) is None:
+            return self._park(item)
+        if self._expired(item):
+            self._fail(item, f"Timed out waiting for the guest agent to complete {item['operation']}.", "NONE")
+            return self._park(item)
+        return Outcome(AWAIT_CLOSE, item["deadline"])
+
+    def _resize_volume(self, item: dict[str, Any]) -> Outcome:
+        instance = self._open_instance(item)
+        if instance is None:
+            return self._park(item)
+        new_size = int(json.loads(item["detail"])["new_volume_size"])
+        if (instance.volume_size or 0) >= new_size:
+            return self._now("send")
+        try:
+            self.compute.resize_volume(item["instance_id"], new_size)
+        except ComputeError as exc:
+            self._fail(item, exc.fault, "NONE", [f"{exc.__class__.__name__}: {exc.fault}"])
+            return self._park(item)
+        return self._now("wait_compute")
+
+    def _volume_resized(self, item: dict[str, Any]) -> Outcome:
+        if self._open_instance(item) is None:
+            return self._park(item)
+        new_size = int(json.loads(item["detail"])["new_volume_size"])
+        server = self.compute.get(item["instance_id"])
+        if server is not None and (server.volume_size or 0) >= new_size:
+            def resized(instance: Instance, context: dict[str, Any]) -> None:
+                if instance.volume_size != new_size:
+                    instance.record_volume_resized(context, old_volume_size=instance.volume_size,
+                                                   volume_size=new_size)
+
+            self._record(item, resized)
+            return self._now("send")
+        if self._expired(item) or server is None:
+            self._fail(item, "The volume could not be extended.", "NONE")
+            return self._park(item)
+        return Outcome("wait_compute", self._clock() + self._compute_poll_s)
+
+    def _resize_flavor(self, item: dict[str, Any]) -> Outcome:
+        instance = self._open_instance(item)
+        if instance is None:
+            return self._park(item)
+        new_flavor = json.loads(item["detail"])["new_flavor"]
+        if str(instance.flavor["id"]) == str(new_flavor["id"]):
+            return self._now("send")
+        try:
+            self.compute.resize_flavor(item["instance_id"], new_flavor)
+        except ComputeError as exc:
+            self._fail(item, exc.fault, "NONE", [f"{exc.__class__.__name__}: {exc.fault}"])
+            return self._park(item)
+        return self._now("wait_compute")
+
+    def _flavor_resized(self, item: dict[str, Any]) -> Outcome:
+        if self._open_instance(item) is None:
+            return self._park(item)
+        new_flavor = json.loads(item["detail"])["new_flavor"]
+        server = self.compute.get(item["instance_id"])
+        if server is not None and server.status == SERVER_ACTIVE and server.flavor_id == str(new_flavor["id"]):
+            def resized(instance: Instance, context: dict[str, Any]) -> None:
+                if str(instance.flavor["id"]) != str(new_flavor["id"]):
+                    instance.record_flavor_resized(context, old_flavor=instance.flavor, flavor=new_flavor)
+
+            self._record(item, resized)
+            return self._now("send")
+        if server is None or server.status == SERVER_ERROR or self._expired(item):
+            fault = server.fault if server is not None else None
+            self._fail(item, f"Resize of the server failed: {fault or 'the server did not become ACTIVE'}", "NONE")
+            return self._park(item)
+        return Outcome("wait_compute", self._clock() + self._compute_poll_s)
+
+    # Delete -----------------------------------------------------------------------------------------------
+
+    def _stop_guest(self, item: dict[str, Any]) -> Outcome:
+        if self._open_instance(item) is None:
+            return self._park(item)
+        try:
+            if self.guests.exists(item["instance_id"]):
+                self.guests.send(protocol.command(protocol.STOP, item["instance_id"], item["request_id"],
+                                                  self._clock()))
+        except Exception as exc:  # best effort, as Trove's stop_db before a delete
+            log.warning("could not stop the guest of %s before deleting it: %s", item["instance_id"], exc)
+        return self._now("delete_server")
+
+    def _delete_server(self, item: dict[str, Any]) -> Outcome:
+        if self._open_instance(item) is None:
+            return self._park(item)
+        self.compute.delete(item["instance_id"])
+        return self._now("wait_gone")
+
+    def _wait_gone(self, item: dict[str, Any]) -> Outcome:
+        if self.compute.get(item["instance_id"]) is None:
+            return self._now("remove_topic")
+        return Outcome("wait_gone", self._clock() + self._compute_poll_s)
+
+    def _remove_topic(self, item: dict[str, Any]) -> Outcome:
+        self.guests.remove(item["instance_id"])
+        return self._now("record")
+
+    def _record_deleted(self, item: dict[str, Any]) -> Outcome:
+        instance = self._open_instance(item)
+        if instance is None:
+            return self._park(item)
+        quota = self.instances.quota(instance.tenant_id)
+        if quota is not None and any(r["instance_id"] == item["instance_id"] for r in quota.reservations.values()):
+            # A reservation of this instance (its create, a resize) is still being settled; releasing the
+            # usage first would let the later commit count the instance forever.
+            return Outcome("record", self._clock() + 0.2)
+        context = self._context(item)
+        for _ in range(5):
+            instance = self._open_instance(item)
+            if instance is None or instance.deleted:
+                return self._park(item)
+            instance.record_deleted(context)
+            instance.succeed(context)
+            quota = self.instances.quota(instance.tenant_id)
+            aggregates: list[Any] = [instance]
+            if quota is not None:
+                quota.release_usage(context, str(instance.id), {INSTANCES: 1, VOLUMES: instance.volume_size or 0})
+                aggregates.append(quota)
+            try:
+                # One save: the instance is gone and its quota freed, or neither (a retry then does both).
+                self.instances.save(*aggregates)
+                return self._park(item)
+            except IntegrityError:
+                continue
+        raise RuntimeError("the instance or its quota kept changing while recording the delete")
+
+    # Quota settlement -------------------------------------------------------------------------------------
+
+    def _settle(self, item: dict[str, Any]) -> Outcome:
+        detail = json.loads(item["detail"])
+        context = OperationContext.from_recorded(json.loads(item["context"])).carried_by(
+            "taskmanager", self.server_ip)
+        commit = True
+        if detail["operation"] == RESIZE_VOLUME and not detail["succeeded"]:
+            # Keep the reservation only if the volume did grow before the failure.
+            try:
+                instance = self.instances.get(item["instance_id"])
+                commit = (instance.volume_size or 0) >= int(detail.get("new_volume_size") or 0) > 0
+            except NotFound:
+                commit = False
+        self.instances.settle_quota(context, context.tenant_id, item["request_id"], commit=commit)
+        return Outcome(SETTLE, None, done=True)
+
+
+def _context_of(event: PublicEvent) -> dict[str, Any]:
+    rest = event.data.get("context") or {}
+    return {"request_id": event.request_id or event.data.get("request_id"), "tenant_id": event.tenant_id,
+            "user_id": event.user_id, **{k: v for k, v in rest.items() if k in ("client_ip", "server_ip",
+                                                                             "server_type")}}
+
+
+def _detail_of(event: PublicEvent) -> dict[str, Any]:
+    data = event.data
+    if event.type == "CreateRequested":
+        return {"databases": data.get("databases", []), "users": data.get("users", []),
+                "availability_zone": data.get("availability_zone")}
+    if event.type == "VolumeResizeRequested":
+        return {"old_volume_size": data["old_volume_size"], "new_volume_size": data["new_volume_size"]}
+    if event.type == "FlavorResizeRequested":
+        return {"old_flavor": data["old_flavor"], "new_flavor": data["new_flavor"]}
+    return {}

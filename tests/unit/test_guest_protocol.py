@@ -1,0 +1,91 @@
+"""The guest protocol: what round-trips, and what is refused with a reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from domain import guest_protocol as protocol
+from domain.guest_protocol import GuestProtocolError, Heartbeat, Result, parse_command, parse_guest_message
+from domain.statuses import ServiceStatus
+
+
+def test_prepare_round_trips_and_never_carries_a_password() -> None:
+    command = protocol.prepare("i-1", "req-1", 12.5, datastore="mysql", datastore_version="8.0",
+                               databases=["app"], users=[{"name": "app_user", "password": "s3cret"}, "other"],
+                               volume_size=2)
+    raw = command.to_json()
+    assert b"s3cret" not in raw and b"password" not in raw
+    parsed = parse_command(raw)
+    assert parsed == command
+    assert (parsed.method, parsed.request_id, parsed.args["users"]) == ("prepare", "req-1", ["app_user", "other"])
+    assert json.loads(raw)["version"] == protocol.PROTOCOL_VERSION
+
+
+@pytest.mark.parametrize(("method", "args"), [
+    (protocol.RESTART, {}), (protocol.STOP, {}), (protocol.RESIZE_VOLUME, {"new_size": 4}),
+    (protocol.RESIZE_FLAVOR, {"flavor": {"id": "3", "ram": 4096}}),
+])
+def test_every_command_round_trips(method: str, args: dict) -> None:
+    command = protocol.command(method, "i-1", "req-9", 1.0, **args)
+    assert parse_command(command.to_json()) == command
+
+
+def test_guest_messages_round_trip() -> None:
+    beat = Heartbeat("i-1", "healthy", 100.0)
+    assert parse_guest_message(beat.to_json()) == beat
+    assert beat.status is ServiceStatus.HEALTHY and beat.method == "heartbeat"
+    result = Result("i-1", "restart", "req-2", False, 101.0, "mysqld did not start", ("Traceback", "Error"))
+    assert parse_guest_message(result.to_json()) == result
+
+
+def _body(**changes: object) -> bytes:
+    body = {"version": 1, "kind": "heartbeat", "instance_id": "i-1", "service_status": "healthy", "sent_at": 1.0}
+    body.update(changes)
+    return json.dumps({k: v for k, v in body.items() if v is not None}).encode()
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"{oops", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (_body(version="1"), "version must be an integer"),
+    (_body(version=2), "protocol version 2 is not supported"),
+    (_body(kind="gossip"), "unknown message kind 'gossip'"),
+    (_body(instance_id=""), "instance_id must be a non-empty string"),
+    (_body(service_status="upgrading-ish"), "unknown service status"),
+    (_body(sent_at=-1), "sent_at must be a non-negative number"),
+    (_body(sent_at=True), "sent_at must be a non-negative number"),
+    (_body(kind="result", method="restart", request_id="r", ok="yes"), "ok must be true or false"),
+    (_body(kind="result", method="dance", request_id="r", ok=True), "unknown method 'dance'"),
+    (_body(kind="result", method="restart", ok=True), "request_id must be a non-empty string"),
+    (_body(kind="result", method="restart", request_id="r", ok=True, traceback="line"), "traceback must be a list"),
+])
+def test_malformed_guest_messages_are_refused_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(GuestProtocolError, match=reason):
+        parse_guest_message(raw)
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ({"kind": "heartbeat"}, "not a command"),
+    ({"method": "reboot"}, "unknown command 'reboot'"),
+    ({"method": "resize_volume", "args": {}}, "missing argument 'new_size'"),
+    ({"method": "resize_volume", "args": {"new_size": "4"}}, "wrong type"),
+    ({"method": "resize_volume", "args": {"new_size": 0}}, "new_size must be a positive integer"),
+    ({"method": "prepare", "args": {"datastore": "mysql", "datastore_version": "8.0", "databases": [],
+                                    "users": [{"name": "u", "password": "p"}], "volume_size": 1}},
+     "passwords never travel here"),
+    ({"request_id": ""}, "request_id must be a non-empty string"),
+])
+def test_malformed_commands_are_refused_with_a_reason(body: dict, reason: str) -> None:
+    command = {"version": 1, "kind": "command", "method": "restart", "instance_id": "i-1", "request_id": "r",
+               "sent_at": 1.0, "args": {}}
+    command.update(body)
+    with pytest.raises(GuestProtocolError, match=reason):
+        parse_command(json.dumps(command).encode())
+
+
+def test_a_prepare_user_without_a_name_is_refused() -> None:
+    with pytest.raises(GuestProtocolError, match="non-empty name"):
+        protocol.prepare("i-1", "r", 1.0, datastore="mysql", datastore_version="8.0", databases=[],
+                         users=[{"password": "p"}], volume_size=None)
