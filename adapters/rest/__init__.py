@@ -1,0 +1,1 @@
+"""The Trove-compatible REST API: Falcon resources, marshmallow schemas, auth, errors, OpenAPI."""

@@ -1,0 +1,86 @@
+"""The composition of the REST API: one ``create_app`` that takes its collaborators and wires routes,
+middleware and error handling. It builds nothing itself, so tests pass real objects over SQLite and
+``wsgi.py`` passes the ones built from settings."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import falcon
+
+from adapters.rest.auth import Authenticator
+from adapters.rest.context import host_ip
+from adapters.rest.errors import install_error_handling
+from adapters.rest.middleware import AuthMiddleware, RequestIdMiddleware
+from adapters.rest.openapi import build_document
+from adapters.rest.reads import InstanceReads
+from adapters.rest.resources.catalog import (
+    DatastoreResource,
+    DatastoresResource,
+    DatastoreVersionByIdResource,
+    DatastoreVersionResource,
+    DatastoreVersionsResource,
+    FlavorResource,
+    FlavorsResource,
+)
+from adapters.rest.resources.instances import (
+    InstanceActionResource,
+    InstanceResource,
+    InstancesDetailResource,
+    InstancesResource,
+)
+from adapters.rest.resources.limits import LimitsResource
+from adapters.rest.resources.mgmt import MgmtInstanceResource, MgmtInstancesResource, QuotaResource
+from adapters.rest.resources.versions import (
+    HealthcheckResource,
+    OpenApiResource,
+    VersionResource,
+    VersionsResource,
+)
+from adapters.settings import Settings
+from projections.catalog_view import CatalogQueries
+from projections.instance_view import InstanceViewQueries
+from services.instances import InstanceService
+
+TENANT = "/v1.0/{tenant_id}"
+
+
+def create_app(*, instances: InstanceService, instance_views: InstanceViewQueries, catalog: CatalogQueries,
+               authenticator: Authenticator, settings: Settings, server_ip: str | None = None) -> falcon.App:
+    """The WSGI app. ``settings`` supplies the region and the read-your-writes bound."""
+    app = falcon.App(middleware=[RequestIdMiddleware(), AuthMiddleware(authenticator, server_ip or host_ip())])
+    app.req_options.strip_url_path_trailing_slash = True
+    install_error_handling(app)
+
+    reads = InstanceReads(instances, instance_views, settings.read_your_writes_wait_s)
+    routes: list[tuple[str, Any]] = []
+
+    @cache
+    def document() -> dict[str, Any]:
+        return build_document(routes)
+
+    def route(path: str, resource: Any) -> None:
+        routes.append((path, resource))
+        app.add_route(path, resource)
+
+    route("/", VersionsResource())
+    route("/v1.0", VersionResource())
+    route("/healthcheck", HealthcheckResource())
+    route("/v1.0/openapi.json", OpenApiResource(document))
+    route(f"{TENANT}/instances", InstancesResource(instance_views, instances, settings.region))
+    route(f"{TENANT}/instances/detail", InstancesDetailResource(instance_views))
+    route(f"{TENANT}/instances/{{instance}}", InstanceResource(reads, instances))
+    route(f"{TENANT}/instances/{{instance}}/action", InstanceActionResource(instances))
+    route(f"{TENANT}/flavors", FlavorsResource(catalog))
+    route(f"{TENANT}/flavors/{{flavor_id}}", FlavorResource(catalog))
+    route(f"{TENANT}/datastores", DatastoresResource(catalog))
+    route(f"{TENANT}/datastores/versions/{{version_id}}", DatastoreVersionByIdResource(catalog))
+    route(f"{TENANT}/datastores/{{datastore}}", DatastoreResource(catalog))
+    route(f"{TENANT}/datastores/{{datastore}}/versions", DatastoreVersionsResource(catalog))
+    route(f"{TENANT}/datastores/{{datastore}}/versions/{{version}}", DatastoreVersionResource(catalog))
+    route(f"{TENANT}/limits", LimitsResource(instances))
+    route(f"{TENANT}/mgmt/quotas/{{project_id}}", QuotaResource(instances))
+    route(f"{TENANT}/mgmt/instances", MgmtInstancesResource(instance_views))
+    route(f"{TENANT}/mgmt/instances/{{instance}}", MgmtInstanceResource(instance_views, reads))
+    return app

@@ -1,0 +1,117 @@
+"""Locally signed tokens for the embedded stack: HMAC-SHA256 over a small JSON payload.
+
+The signing key is a file in the data directory, created on first use with mode 0600, so the CLI
+that issues tokens and every API worker that checks them agree without any service to ask. A token
+is ``tes1.<payload>.<signature>`` (both base64url): it names its project, user, roles and expiry,
+and nothing about it is stored anywhere, so there is nothing to leak from the server side.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from adapters.rest.auth import Identity, InvalidToken
+
+PREFIX = "tes1"
+KEY_FILE_NAME = "token.key"
+DEFAULT_TTL_S = 24 * 3600
+# Anything longer is not one of ours; refusing early bounds the work a garbage header can cause.
+MAX_TOKEN_LENGTH = 4096
+
+
+def load_or_create_key(data_dir: Path) -> bytes:
+    """The deployment's signing key, created (0600) if this is the first use.
+
+    Written to a private temporary file and hard-linked into place, so two processes starting together
+    never see a half-written key: one link wins and the other reads the winner's key.
+    """
+    path = data_dir / KEY_FILE_NAME
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    temporary = data_dir / f".{KEY_FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        with contextlib.suppress(FileExistsError):  # another process made the key first: use theirs
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return _read_key(path)
+
+
+def _read_key(path: Path) -> bytes:
+    key = path.read_text().strip()
+    if len(key) < 32:
+        raise ValueError(f"the token signing key {path} is too short; delete it to have a new one made")
+    return key.encode()
+
+
+class LocalTokenAuthority:
+    """Issues and verifies locally signed tokens."""
+
+    challenge = 'Token realm="trove-es"'
+
+    def __init__(self, key: bytes, clock: Callable[[], float] = time.time) -> None:
+        self._key = key
+        self._clock = clock
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path) -> LocalTokenAuthority:
+        return cls(load_or_create_key(data_dir))
+
+    def issue(self, *, project_id: str, user_id: str, roles: Iterable[str] = (), ttl_s: int = DEFAULT_TTL_S) -> str:
+        if not project_id or not user_id:
+            raise ValueError("a token needs a project and a user")
+        if ttl_s <= 0:
+            raise ValueError("a token's time to live must be positive")
+        now = int(self._clock())
+        payload = {"project_id": project_id, "user_id": user_id, "roles": sorted(set(roles)),
+                   "issued_at": now, "expires_at": now + int(ttl_s), "nonce": secrets.token_hex(8)}
+        body = _b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+        return f"{PREFIX}.{body}.{self._sign(body)}"
+
+    def authenticate(self, token: str) -> Identity:
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidToken("The token is not valid.")
+        prefix, _, rest = token.partition(".")
+        body, _, signature = rest.partition(".")
+        if prefix != PREFIX or not body or not signature:
+            raise InvalidToken("The token is not valid.")
+        # Headers arrive as latin-1 text: compare bytes, which compare_digest accepts whatever they hold.
+        if not hmac.compare_digest(self._sign(body).encode(), signature.encode("utf-8", "replace")):
+            raise InvalidToken("The token is not valid.")
+        try:
+            payload = json.loads(_b64decode(body))
+            identity = Identity(user_id=str(payload["user_id"]), project_id=str(payload["project_id"]),
+                                roles=tuple(str(role) for role in payload.get("roles", ())))
+            expires_at = float(payload["expires_at"])
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise InvalidToken("The token is not valid.") from None
+        if expires_at <= self._clock():
+            raise InvalidToken("The token has expired.")
+        return identity
+
+    def _sign(self, body: str) -> str:
+        return _b64encode(hmac.new(self._key, f"{PREFIX}.{body}".encode(), hashlib.sha256).digest())
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

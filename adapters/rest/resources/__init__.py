@@ -1,0 +1,57 @@
+"""One resource class per route. Each declares its ``operations`` (documentation and OpenAPI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import falcon
+from marshmallow import Schema
+
+from adapters.rest.auth import Identity
+from adapters.rest.views import Links
+from domain.context import OperationContext
+from domain.errors import NotFound
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    status: int = 200
+    request: type[Schema] | None = None
+    response: type[Schema] | None = None
+    errors: tuple[int, ...] = ()
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, OpenAPI type, description)
+    admin: bool = False
+    public: bool = False
+
+
+def links(req: falcon.Request, tenant_id: str) -> Links:
+    return Links(req.forwarded_prefix, tenant_id)
+
+
+def identity(req: falcon.Request) -> Identity:
+    return req.context.identity
+
+
+def context(req: falcon.Request) -> OperationContext:
+    return req.context.operation
+
+
+def instance_id(raw: str) -> str:
+    """A path's instance id, or 404. Instances have random (version 4) ids; the deterministic ids of
+    quotas and catalog entries are never instances, so they are refused before anything loads them."""
+    try:
+        parsed = UUID(raw)
+    except ValueError:
+        raise NotFound(f"Instance {raw[:64]} could not be found.") from None
+    if parsed.version != 4:
+        raise NotFound(f"Instance {raw} could not be found.")
+    return str(parsed)
+
+
+def accepted(resp: falcon.Response) -> None:
+    """Trove's 202 for asynchronous work: an empty body, still typed JSON."""
+    resp.status = falcon.HTTP_202
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = ""

@@ -1,0 +1,100 @@
+"""Admin (mgmt) routes: quotas, and every tenant's instances with the management fields."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+import falcon
+
+from adapters.rest import responses, schemas, views
+from adapters.rest.media import load
+from adapters.rest.middleware import require_admin
+from adapters.rest.reads import InstanceReads
+from adapters.rest.resources import Operation, context, identity, instance_id, links
+from adapters.rest.resources.instances import PAGE_QUERY, paged
+from domain.errors import InvalidRequest
+from projections.instance_view import InstanceViewQueries
+from services.instances import InstanceService
+
+_PROJECT_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+class QuotaResource:
+    operations: ClassVar[dict[str, Operation]] = {
+        "get": Operation("A project's quotas with usage (admins: any project; others: their own)",
+                         response=responses.QuotaShow, errors=(400, 401, 403)),
+        "put": Operation("Change a project's limits (-1: unlimited; null: leave as is)",
+                         request=schemas.QuotaUpdateRequest, response=responses.QuotaUpdated, admin=True,
+                         errors=(400, 401, 403, 415)),
+    }
+
+    def __init__(self, instances: InstanceService) -> None:
+        self._instances = instances
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant_id: str, project_id: str) -> None:
+        _check_project(project_id)
+        # As Trove: a project may read its own quota; reading another's takes an admin.
+        if project_id != identity(req).project_id:
+            require_admin(req)
+        quota = self._instances.quota(project_id)
+        resp.media = {"quotas": views.quota_usages(quota, self._instances.quota_defaults)}
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, tenant_id: str, project_id: str) -> None:
+        require_admin(req)
+        _check_project(project_id)
+        limits = {r: v for r, v in load(schemas.QuotaUpdateRequest(), req)["quotas"].items() if v is not None}
+        if limits:
+            quota = self._instances.set_quota_limits(context(req), project_id, limits)
+            resp.media = {"quotas": {r: quota.limit(r, self._instances.quota_defaults) for r in limits}}
+        else:
+            resp.media = {"quotas": {}}
+
+
+def _check_project(project_id: str) -> None:
+    if not _PROJECT_ID.match(project_id):
+        raise InvalidRequest("The project id is not valid.")
+
+
+class MgmtInstancesResource:
+    admin_only = True
+    operations: ClassVar[dict[str, Operation]] = {
+        "get": Operation("Every tenant's instances with management fields", response=responses.MgmtInstanceList,
+                         admin=True, errors=(400, 401, 403),
+                         query=(*PAGE_QUERY[:2], ("deleted", "boolean", "Include deleted instances."),
+                                ("project_id", "string", "Only this project's instances."))),
+    }
+
+    def __init__(self, views_: InstanceViewQueries) -> None:
+        self._views = views_
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant_id: str) -> None:
+        project = req.get_param("project_id") or None
+        if project is not None:
+            _check_project(project)
+        deleted = req.get_param_as_bool("deleted", default=False)
+        rows, limit, next_marker = paged(self._views, project, req, include_deleted=deleted)
+        link = links(req, tenant_id)
+        body: dict[str, object] = {"instances": [views.mgmt_instance(row, link) for row in rows]}
+        if next_marker:
+            body["links"] = link.next_page("mgmt/instances", limit, next_marker)
+        resp.media = body
+
+
+class MgmtInstanceResource:
+    admin_only = True
+    operations: ClassVar[dict[str, Operation]] = {
+        "get": Operation("Any instance with management fields, deleted ones included",
+                         response=responses.MgmtInstanceEnvelope, admin=True, errors=(401, 403, 404)),
+    }
+
+    def __init__(self, views_: InstanceViewQueries, reads: InstanceReads) -> None:
+        self._views = views_
+        self._reads = reads
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant_id: str, instance: str) -> None:
+        key = instance_id(instance)
+        record = self._views.get(key, include_deleted=True)
+        if record is None or not record.deleted:
+            record = self._reads.show(key, context(req), admin=True)
+        resp.media = {"instance": views.mgmt_instance(record, links(req, tenant_id))}

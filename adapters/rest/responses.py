@@ -1,0 +1,222 @@
+"""Response bodies as marshmallow schemas: they document the API (OpenAPI) and the tests load every
+response through them, so a key the views add without documenting it fails a test."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+TIMESTAMP = validate.Regexp(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
+
+
+class Link(Schema):
+    href = fields.String(required=True)
+    rel = fields.String(required=True, validate=validate.OneOf(["self", "bookmark", "next"]))
+
+
+class FlavorRef(Schema):
+    id = fields.String(required=True)
+    links = fields.List(fields.Nested(Link), required=True)
+
+
+class InstanceVolume(Schema):
+    size = fields.Integer(required=True)
+    used = fields.Float()
+    id = fields.String(allow_none=True)
+
+
+class InstanceDatastore(Schema):
+    type = fields.String(required=True)
+    version = fields.String(required=True)
+    version_number = fields.String()
+
+
+class Access(Schema):
+    is_public = fields.Boolean(required=True)
+    allowed_cidrs = fields.List(fields.String(), required=True)
+
+
+class Address(Schema):
+    address = fields.String(required=True)
+    type = fields.String(required=True)
+    network = fields.String()
+
+
+class InstanceSummary(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    status = fields.String(required=True)
+    operating_status = fields.String(required=True, metadata={"description": "Empty unless the instance is idle."})
+    links = fields.List(fields.Nested(Link), required=True)
+    flavor = fields.Nested(FlavorRef, required=True)
+    datastore = fields.Nested(InstanceDatastore, required=True)
+    region = fields.String(required=True)
+    access = fields.Nested(Access, required=True)
+    volume = fields.Nested(InstanceVolume)
+    ip = fields.List(fields.String(), metadata={"description": "Once known; deprecated by Trove for `addresses`."})
+    addresses = fields.List(fields.Nested(Address))
+    tenant_id = fields.String(metadata={"description": "Admins only."})
+
+
+class InstanceDetail(InstanceSummary):
+    created = fields.String(required=True, validate=TIMESTAMP)
+    updated = fields.String(required=True, validate=TIMESTAMP)
+    service_status_updated = fields.String(required=True, validate=TIMESTAMP)
+    server_id = fields.String(allow_none=True, metadata={"description": "Admins only."})
+    volume_id = fields.String(allow_none=True, metadata={"description": "Admins only."})
+
+
+class MgmtServer(Schema):
+    id = fields.String(required=True)
+    status = fields.String(allow_none=True)
+    tenant_id = fields.String(required=True)
+    deleted = fields.Boolean(required=True)
+    deleted_at = fields.String(allow_none=True)
+    addresses = fields.List(fields.Nested(Address), required=True)
+
+
+class MgmtInstance(InstanceDetail):
+    deleted = fields.Boolean(required=True)
+    deleted_at = fields.String(allow_none=True, required=True)
+    service_status = fields.String(required=True)
+    task_description = fields.String(required=True)
+    server = fields.Nested(MgmtServer, allow_none=True, required=True)
+
+
+class InstanceEnvelope(Schema):
+    instance = fields.Nested(InstanceDetail, required=True)
+
+
+class InstanceList(Schema):
+    instances = fields.List(fields.Nested(InstanceSummary), required=True)
+    links = fields.List(fields.Nested(Link), metadata={"description": "A `next` link when there are more."})
+
+
+class InstanceDetailList(Schema):
+    instances = fields.List(fields.Nested(InstanceDetail), required=True)
+    links = fields.List(fields.Nested(Link))
+
+
+class MgmtInstanceEnvelope(Schema):
+    instance = fields.Nested(MgmtInstance, required=True)
+
+
+class MgmtInstanceList(Schema):
+    instances = fields.List(fields.Nested(MgmtInstance), required=True)
+    links = fields.List(fields.Nested(Link))
+
+
+class Flavor(Schema):
+    id = fields.Integer(allow_none=True, required=True, metadata={"description": "null when not numeric"})
+    str_id = fields.String(required=True)
+    name = fields.String(required=True)
+    ram = fields.Integer(required=True)
+    vcpus = fields.Integer(required=True)
+    disk = fields.Integer(required=True)
+    ephemeral = fields.Integer(required=True)
+    links = fields.List(fields.Nested(Link), required=True)
+
+
+class FlavorEnvelope(Schema):
+    flavor = fields.Nested(Flavor, required=True)
+
+
+class FlavorList(Schema):
+    flavors = fields.List(fields.Nested(Flavor), required=True)
+
+
+class DatastoreVersion(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+    links = fields.List(fields.Nested(Link), required=True)
+    active = fields.Boolean(required=True)
+    image = fields.String(required=True)
+    packages = fields.String(required=True)
+    datastore = fields.String(metadata={"description": "The datastore's id (not inside a datastore)."})
+
+
+class Datastore(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    links = fields.List(fields.Nested(Link), required=True)
+    versions = fields.List(fields.Nested(DatastoreVersion), required=True)
+    default_version = fields.String(metadata={"description": "The default version's id."})
+
+
+class DatastoreEnvelope(Schema):
+    datastore = fields.Nested(Datastore, required=True)
+
+
+class DatastoreList(Schema):
+    datastores = fields.List(fields.Nested(Datastore), required=True)
+
+
+class VersionEnvelope(Schema):
+    version = fields.Nested(DatastoreVersion, required=True)
+
+
+class VersionList(Schema):
+    versions = fields.List(fields.Nested(DatastoreVersion), required=True)
+
+
+class AbsoluteLimit(Schema):
+    verb = fields.String(required=True, validate=validate.Equal("ABSOLUTE"))
+    max_instances = fields.Integer(required=True)
+    max_volumes = fields.Integer(required=True, metadata={"description": "GB"})
+    max_backups = fields.Integer(required=True)
+
+
+class LimitList(Schema):
+    limits = fields.List(fields.Nested(AbsoluteLimit), required=True,
+                         metadata={"description": "The absolute limits; this API does not rate-limit."})
+
+
+class QuotaUsage(Schema):
+    resource = fields.String(required=True)
+    in_use = fields.Integer(required=True)
+    reserved = fields.Integer(required=True)
+    limit = fields.Integer(required=True, metadata={"description": "-1: unlimited"})
+
+
+class QuotaShow(Schema):
+    quotas = fields.List(fields.Nested(QuotaUsage), required=True)
+
+
+class QuotaUpdated(Schema):
+    quotas = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+
+
+class VersionLink(Schema):
+    id = fields.String(required=True)
+    status = fields.String(required=True)
+    updated = fields.String(required=True)
+    links = fields.List(fields.Nested(Link), required=True)
+
+
+class Versions(Schema):
+    versions = fields.List(fields.Nested(VersionLink), required=True)
+
+
+class VersionShow(Schema):
+    version = fields.Nested(VersionLink, required=True)
+
+
+class Fault(Schema):
+    code = fields.Integer(required=True)
+    message = fields.String(required=True)
+
+
+class FaultBody(Schema):
+    """One key, the fault's name (``badRequest``, ``itemNotFound``, ``overLimit``, …)."""
+
+    badRequest = fields.Nested(Fault)
+    unauthorized = fields.Nested(Fault)
+    forbidden = fields.Nested(Fault)
+    itemNotFound = fields.Nested(Fault)
+    badMethod = fields.Nested(Fault)
+    conflictingRequest = fields.Nested(Fault)
+    overLimit = fields.Nested(Fault)
+    badMediaType = fields.Nested(Fault)
+    unprocessableEntity = fields.Nested(Fault)
+    instanceFault = fields.Nested(Fault)
+    serviceUnavailable = fields.Nested(Fault)

@@ -1,0 +1,93 @@
+"""The API as a WSGI application built from settings: ``gunicorn adapters.rest.wsgi:application``.
+
+The app is built on a worker's first request, in that worker: eventsourcing applications and SQL
+connection pools must not cross a fork, so nothing is built at import time (gunicorn's master may
+import this module before forking its workers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import falcon
+
+from adapters.bootstrap import read_model_engine
+from adapters.event_store import open_application
+from adapters.rest.app import create_app
+from adapters.rest.auth import Authenticator
+from adapters.rest.errors import fault_body
+from adapters.rest.keystone import KeystoneAuthenticator
+from adapters.rest.local_tokens import LocalTokenAuthority
+from adapters.settings import Settings, load_settings
+from adapters.sql.schema import create_tables
+from projections.catalog_view import CatalogQueries
+from projections.catalog_view import metadata as catalog_metadata
+from projections.instance_view import InstanceViewQueries
+from projections.instance_view import metadata as instance_metadata
+from services.instances import InstanceService
+
+log = logging.getLogger(__name__)
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def build_authenticator(settings: Settings) -> Authenticator:
+    if settings.auth_mode == "keystone":
+        return KeystoneAuthenticator(settings.keystone_url, settings.keystone_cache_s)
+    return LocalTokenAuthority.for_data_dir(settings.data_dir)
+
+
+def build_api(settings: Settings) -> falcon.App:
+    """The real app: the event store and read models the settings name, and their authenticator."""
+    instances = open_application(InstanceService, settings.event_store_url,
+                                 quota_defaults=settings.quota_defaults, region=settings.region)
+    engine = read_model_engine(settings)
+    # The API may start before the projections: their tables must exist for reads to answer at all.
+    create_tables(engine, instance_metadata)
+    create_tables(engine, catalog_metadata)
+    views = InstanceViewQueries(engine, settings.agent_heartbeat_expiry_s)
+    return create_app(instances=instances, instance_views=views, catalog=CatalogQueries(engine),
+                      authenticator=build_authenticator(settings), settings=settings)
+
+
+class LazyApplication:
+    """Builds the real app on first use in each process, then delegates every request to it.
+
+    A build that fails (the database is not reachable yet) answers 503 in Trove's fault body and is
+    tried again on the next request, rather than leaving a worker that can never serve.
+    """
+
+    def __init__(self, factory: Callable[[], WSGIApp]) -> None:
+        self._factory = factory
+        self._app: WSGIApp | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        app = self._app
+        if app is None or self._pid != os.getpid():
+            try:
+                app = self._build()
+            except Exception:
+                log.exception("the API could not be built; answering 503 until it can")
+                body = json.dumps(fault_body(503, "The service is starting or its database is unavailable; "
+                                                  "try again later.")).encode()
+                start_response("503 Service Unavailable", [("Content-Type", "application/json"),
+                                                           ("Content-Length", str(len(body))), ("Retry-After", "1")])
+                return [body]
+        return app(environ, start_response)
+
+    def _build(self) -> WSGIApp:
+        with self._lock:
+            if self._app is None or self._pid != os.getpid():
+                self._app = self._factory()
+                self._pid = os.getpid()
+            return self._app
+
+
+application = LazyApplication(lambda: build_api(load_settings()))
