@@ -7,7 +7,7 @@ from functools import cache
 
 from sqlalchemy import Engine
 
-from adapters.event_store import event_store_env
+from adapters.event_store import open_application
 from adapters.kafka.consumer import ConsumerRunner
 from adapters.kafka.lease import lease_for
 from adapters.kafka.relay import Relay, RelayPositionStore
@@ -33,7 +33,7 @@ def event_store_engine(settings: Settings) -> Engine:
 
 def build_application(settings: Settings, application_class: type[TroveApplication] = TroveApplication,
                       ) -> TroveApplication:
-    return application_class(env=event_store_env(settings.event_store_url))
+    return open_application(application_class, settings.event_store_url)
 
 
 def build_relay(settings: Settings, application: TroveApplication | None = None) -> Relay:

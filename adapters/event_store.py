@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
+import psycopg
+from eventsourcing.application import Application
 from sqlalchemy.engine import make_url
+
+from adapters.sql.schema import schema_lock_key
+
+A = TypeVar("A", bound=Application[Any])
 
 
 def event_store_env(url: str) -> dict[str, str]:
@@ -34,3 +43,31 @@ def event_store_env(url: str) -> dict[str, str]:
             env["POSTGRES_SCHEMA"] = str(schema)
         return env
     raise ValueError(f"unsupported event store URL scheme {parsed.drivername!r}")
+
+
+def open_application(application_class: type[A], url: str, **kwargs: Any) -> A:
+    """An application on the event store at ``url``, safe to open from many processes at once.
+
+    Constructing an application creates the store's tables and functions when they are missing;
+    PostgreSQL answers "tuple concurrently updated" to one of two processes doing that together
+    (a stack starting up), so construction runs under the deployment's schema lock.
+    """
+    env = event_store_env(url)
+    with _schema_lock(env):
+        return application_class(env=env, **kwargs)
+
+
+@contextmanager
+def _schema_lock(env: dict[str, str]) -> Iterator[None]:
+    if env["PERSISTENCE_MODULE"] != "eventsourcing.postgres":
+        yield  # SQLite serialises its writers itself
+        return
+    with psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], dbname=env["POSTGRES_DBNAME"],
+                         user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None,
+                         autocommit=True, connect_timeout=10) as connection:
+        # Session-scoped: held across the library's own transactions on its own connections.
+        connection.execute("SELECT pg_advisory_lock(%s)", (schema_lock_key("event-store"),))
+        try:
+            yield
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (schema_lock_key("event-store"),))

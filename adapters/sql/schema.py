@@ -8,9 +8,14 @@ from collections.abc import Sequence
 from sqlalchemy import Engine, MetaData, Table, text
 
 
-def _schema_lock_key() -> int:
-    # One key for the whole deployment: schema changes are rare, so serialising all of them is cheap.
-    return int.from_bytes(hashlib.sha256(b"trove-es:schema").digest()[:8], "big", signed=True)
+def schema_lock_key(scope: str = "read-models") -> int:
+    """The advisory lock key that serialises one kind of schema change across the deployment.
+
+    Schema changes are rare, so serialising all of a kind is cheap; kinds get their own keys so a
+    process holding one (the event store's, for the whole of an application's construction) never
+    waits on itself for the other.
+    """
+    return int.from_bytes(hashlib.sha256(f"trove-es:schema:{scope}".encode()).digest()[:8], "big", signed=True)
 
 
 def create_tables(engine: Engine, metadata: MetaData, tables: Sequence[Table] | None = None) -> None:
@@ -22,5 +27,5 @@ def create_tables(engine: Engine, metadata: MetaData, tables: Sequence[Table] | 
     """
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _schema_lock_key()})
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": schema_lock_key()})
         metadata.create_all(connection, tables=list(tables) if tables is not None else None)
