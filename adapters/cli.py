@@ -11,10 +11,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaConsumer, TopicPartition
 
 from adapters.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from adapters.kafka.consumer import ConsumerRunner
 
 log = logging.getLogger("trove_es")
 
@@ -75,6 +79,112 @@ def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
     _stop_on_signals(runner.stop)
     log.info("projection %s consuming %s as group %s", projection.name, settings.topics.events, runner.group_id)
     runner.run()
+    return 0
+
+
+def _process_runner(settings: Settings, process: Any, topic: str, partitions: int,
+                    decode: Callable[[bytes], Any]) -> ConsumerRunner:
+    """A consumer runner for one of the stack's own processes (task manager, conductor)."""
+    from adapters.bootstrap import read_model_engine
+    from adapters.kafka.consumer import ConsumerRunner
+
+    return ConsumerRunner(
+        name=process.name, group_id=settings.group_id(process.name), topics={topic: partitions}, decode=decode,
+        apply=process.apply, apply_batch=getattr(process, "apply_batch", None), engine=read_model_engine(settings),
+        bootstrap_servers=settings.kafka_bootstrap_servers, dead_letter_topic=settings.topics.dead_letter,
+        session_timeout_ms=settings.kafka_session_timeout_ms, max_records=settings.consumer_max_records)
+
+
+def _instance_service(settings: Settings) -> Any:
+    from adapters.event_store import open_application
+    from services.instances import InstanceService
+
+    return open_application(InstanceService, settings.event_store_url, quota_defaults=settings.quota_defaults,
+                            region=settings.region)
+
+
+def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
+    from adapters.bootstrap import read_model_engine
+    from adapters.compute.fake import FakeCompute
+    from adapters.compute.guest_channel import KafkaGuestChannel
+    from adapters.kafka.lease import lease_for
+    from domain.catalog import domain_catalog
+    from services.task_manager import TaskManager
+
+    settings = resolve_bootstrap(settings)
+    engine = read_model_engine(settings)
+    instances = _instance_service(settings)
+    guests = KafkaGuestChannel(settings.kafka_bootstrap_servers, settings.topics.guest_prefix)
+    manager = TaskManager(instances=instances, compute=FakeCompute.from_settings(settings, engine), guests=guests,
+                          engine=engine, usage_timeout_s=settings.usage_timeout_s,
+                          lease=lease_for(engine, settings.read_model_url, settings.group_id("task-manager")))
+    runner = _process_runner(settings, manager, settings.topics.events, settings.events_partitions,
+                             domain_catalog().decode)
+    _stop_on_signals(lambda: (runner.stop(), manager.stop()))
+    log.info("task manager consuming %s as group %s", settings.topics.events, settings.group_id(manager.name))
+    manager.start_driver()
+    try:
+        runner.run()
+    finally:
+        manager.stop()
+        manager.join(30)
+        guests.close()
+        instances.close()
+    return 0
+
+
+def cmd_conductor(settings: Settings, _args: argparse.Namespace) -> int:
+    from adapters.bootstrap import read_model_engine
+    from adapters.sql.schema import create_tables
+    from services.conductor import Conductor
+
+    settings = resolve_bootstrap(settings)
+    instances = _instance_service(settings)
+    conductor = Conductor(instances)
+    create_tables(read_model_engine(settings), conductor.metadata)
+    runner = _process_runner(settings, conductor, settings.topics.conductor, settings.conductor_partitions,
+                             conductor.decode)
+    _stop_on_signals(runner.stop)
+    log.info("conductor consuming %s as group %s", settings.topics.conductor, settings.group_id(conductor.name))
+    try:
+        runner.run()
+    finally:
+        instances.close()
+    return 0
+
+
+def cmd_fake_guests(settings: Settings, _args: argparse.Namespace) -> int:
+    from adapters.bootstrap import read_model_engine
+    from adapters.guest_sim import FakeGuestFleet
+
+    settings = resolve_bootstrap(settings)
+    fleet = FakeGuestFleet.from_settings(settings, read_model_engine(settings))
+    _stop_on_signals(fleet.stop)
+    log.info("simulated guests (fakes) answering on %s*", settings.topics.guest_prefix)
+    fleet.run()
+    return 0
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.kafka.broker import free_port
+    from adapters.rest.server import serve
+
+    if args.port is not None:
+        settings = settings.with_api_port(args.port or free_port(settings.api_host))
+    return serve(settings)
+
+
+def cmd_token_issue(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a locally signed token, and nothing else, so ``$(trove-es token issue ...)`` works."""
+    from adapters.rest.local_tokens import LocalTokenAuthority
+
+    authority = LocalTokenAuthority.for_data_dir(settings.data_dir)
+    try:
+        token = authority.issue(project_id=args.project, user_id=args.user, roles=args.role or (), ttl_s=args.ttl)
+    except ValueError as exc:
+        print(f"trove-es: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 
@@ -151,6 +261,26 @@ def parser() -> argparse.ArgumentParser:
     consume.add_argument("--projection", required=True,
                          help=f"one of {', '.join(PROJECTIONS)}, or module:factory")
     consume.set_defaults(func=cmd_consume)
+
+    sub.add_parser("task-manager", help="run the task manager (builds, resizes, restarts, deletes)"
+                   ).set_defaults(func=cmd_task_manager)
+    sub.add_parser("conductor", help="ingest guest heartbeats and results").set_defaults(func=cmd_conductor)
+    sub.add_parser("fake-guests", help="run simulated guests (fakes) for the fake compute driver"
+                   ).set_defaults(func=cmd_fake_guests)
+
+    api = sub.add_parser("api", help="serve the REST API with gunicorn (seeds the catalog first)")
+    api.add_argument("--port", type=int, help="overrides TROVE_ES_API_PORT (0: a free port)")
+    api.set_defaults(func=cmd_api)
+
+    token = sub.add_parser("token", help="locally signed API tokens (auth mode `local`)")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    issue = token_sub.add_parser("issue", help="print a token for a project and user")
+    issue.add_argument("--data-dir", type=Path, help="where the signing key lives; overrides TROVE_ES_DATA_DIR")
+    issue.add_argument("--project", required=True, help="the project (tenant) id the token is for")
+    issue.add_argument("--user", required=True, help="the user id")
+    issue.add_argument("--role", action="append", help="a role, e.g. admin (repeatable)")
+    issue.add_argument("--ttl", type=int, default=86400, help="seconds until the token expires (default 86400)")
+    issue.set_defaults(func=cmd_token_issue)
 
     broker = sub.add_parser("broker", help="run an embedded, memory-only Kafka-protocol broker")
     broker.add_argument("--port", type=int, default=None)

@@ -48,6 +48,7 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8779
     api_workers: int = 2
+    api_threads: int = 4
     auth_mode: str = "local"
     keystone_url: str = ""
     keystone_cache_s: float = 60.0
@@ -61,6 +62,8 @@ class Settings:
     report_interval_s: float = 10.0
     compute_driver: str = "fake"
     fake_compute_delay_s: float = 0.5
+    fake_compute_max_servers: int = -1
+    fake_image_min_disk_gb: int = 0
     read_your_writes_wait_s: float = 2.0
 
     @property
@@ -115,6 +118,7 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("TROVE_ES_API_HOST", "127.0.0.1", "Address the REST API binds (Trove's `bind_host`)."),
     ("TROVE_ES_API_PORT", "8779", "Port of the REST API (Trove's `bind_port`)."),
     ("TROVE_ES_API_WORKERS", "2", "gunicorn workers serving the API."),
+    ("TROVE_ES_API_THREADS", "4", "Threads per API worker (gunicorn `gthread`); requests waiting on I/O overlap."),
     ("TROVE_ES_AUTH_MODE", "local", "`local` (tokens signed by this stack) or `keystone` (Keystone v3)."),
     ("TROVE_ES_KEYSTONE_URL", "(empty)", "Keystone v3 endpoint, e.g. `http://keystone:5000/v3`, for `keystone` mode."),
     ("TROVE_ES_KEYSTONE_CACHE_S", "60", "How long a validated Keystone token is trusted without asking again."),
@@ -128,6 +132,10 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("TROVE_ES_REPORT_INTERVAL_S", "10", "How often guests send heartbeats (Trove's `report_interval`)."),
     ("TROVE_ES_COMPUTE_DRIVER", "fake", "`fake`: simulated servers, volumes and guests (no cloud needed)."),
     ("TROVE_ES_FAKE_COMPUTE_DELAY_S", "0.5", "How long the fake compute takes to build or change a server."),
+    ("TROVE_ES_FAKE_COMPUTE_MAX_SERVERS", "-1",
+     "Fake compute's server quota; a create beyond it fails as Nova's quota would (-1: unlimited)."),
+    ("TROVE_ES_FAKE_IMAGE_MIN_DISK_GB", "0",
+     "Fake image's minimum disk; a flavor with a smaller disk builds a server in ERROR (0: no minimum)."),
     ("TROVE_ES_READ_YOUR_WRITES_WAIT_S", "2", "How long a read waits for the view to reach the caller's write."),
 )
 
@@ -202,6 +210,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         api_host=text("API_HOST", "127.0.0.1"),
         api_port=integer("API_PORT", 8779, minimum=0),
         api_workers=integer("API_WORKERS", 2),
+        api_threads=integer("API_THREADS", 4),
         auth_mode=choice("AUTH_MODE", "local", ("local", "keystone")),
         keystone_url=text("KEYSTONE_URL", ""),
         keystone_cache_s=number("KEYSTONE_CACHE_S", 60.0),
@@ -215,5 +224,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         report_interval_s=number("REPORT_INTERVAL_S", 10.0),
         compute_driver=choice("COMPUTE_DRIVER", "fake", ("fake",)),
         fake_compute_delay_s=number("FAKE_COMPUTE_DELAY_S", 0.5),
+        fake_compute_max_servers=integer("FAKE_COMPUTE_MAX_SERVERS", -1, minimum=-1),
+        fake_image_min_disk_gb=integer("FAKE_IMAGE_MIN_DISK_GB", 0, minimum=0),
         read_your_writes_wait_s=number("READ_YOUR_WRITES_WAIT_S", 2.0),
     )

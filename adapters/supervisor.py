@@ -23,6 +23,9 @@ from adapters.sql.engine import redacted
 
 log = logging.getLogger(__name__)
 
+# The project the printed tenant token and examples use.
+DEMO_PROJECT = "demo"
+
 
 @dataclass
 class Worker:
@@ -130,16 +133,51 @@ class Supervisor:
         path.write_text(json.dumps(stack, indent=2) + "\n")
 
     def _print_banner(self, settings: Settings) -> None:
+        endpoint = self.api_endpoint(settings)
+        fake_note = " (simulated servers and guests)" if settings.compute_driver == "fake" else ""
         print(f"""
 trove-es is running (data in {settings.data_dir}).
+  API (Trove v1.0):        {endpoint}/v1.0   (OpenAPI: {endpoint}/v1.0/openapi.json)
   Kafka bootstrap servers: {settings.kafka_bootstrap_servers}{' (embedded tansu broker)' if self.broker else ''}
   Event store:             {redacted(settings.event_store_url)}
   Read models:             {redacted(settings.read_model_url)}
+  Compute driver:          {settings.compute_driver}{fake_note}
   Workers:                 {', '.join(w.name for w in self.workers)} (logs in {settings.data_dir / 'logs'})
   Stack file:              {settings.data_dir / 'stack.json'}
-
+{self._usage(settings, endpoint)}
 Watch every domain event as it is published:
-  .venv/bin/python -m kafka.consumer --bootstrap-server {settings.kafka_bootstrap_servers} \\
-      --topic {settings.topics.events} --from-beginning
+  .venv/bin/trove-es events tail --from-beginning
 Press Ctrl-C to stop.
 """, flush=True)
+
+    def _usage(self, settings: Settings, endpoint: str) -> str:
+        if settings.auth_mode != "local":
+            return f"\nAuthenticate with a Keystone token ({settings.keystone_url}) in X-Auth-Token.\n"
+        from adapters.rest.local_tokens import LocalTokenAuthority
+
+        authority = LocalTokenAuthority.for_data_dir(settings.data_dir)
+        tenant_token = authority.issue(project_id=DEMO_PROJECT, user_id="demo")
+        admin_token = authority.issue(project_id="admin", user_id="admin", roles=("admin",))
+        base = f"{endpoint}/v1.0/{DEMO_PROJECT}"
+        return f"""
+Tokens (valid 24 h; more with `.venv/bin/trove-es token issue --project P --user U [--role admin]`):
+  tenant {DEMO_PROJECT}:  {tenant_token}
+  admin:        {admin_token}
+
+Create an instance and watch it go BUILD -> ACTIVE:
+  TOKEN={tenant_token}
+  curl -s -H "X-Auth-Token: $TOKEN" -H 'Content-Type: application/json' {base}/instances \\
+       -d '{{"instance": {{"name": "db1", "flavorRef": "2", "volume": {{"size": 1}},
+            "datastore": {{"type": "postgresql"}}}}}}'
+  curl -s -H "X-Auth-Token: $TOKEN" {base}/instances
+
+Or with python-troveclient:
+  .venv/bin/python - <<'PY'
+from keystoneauth1 import session, token_endpoint
+from troveclient.v1 import client
+trove = client.Client(session=session.Session(auth=token_endpoint.Token(
+    "{base}", "{tenant_token}")))
+db = trove.instances.create("db2", "2", volume={{"size": 1}}, datastore="mysql")
+print(db.id, trove.instances.get(db.id).status)
+PY
+"""
