@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -30,15 +31,24 @@ def postgres_admin() -> Iterator[str]:
     yield POSTGRES_ADMIN_DSN
 
 
-@pytest.fixture
-def postgres_url(postgres_admin: str) -> Iterator[str]:
-    """A fresh database for one test, dropped afterwards."""
+@contextmanager
+def fresh_database(postgres_admin: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database's URL, dropped afterwards."""
     name = f"trove_es_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_admin, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(postgres_admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(postgres_admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_admin: str) -> Iterator[str]:
+    """A fresh database for one test, dropped afterwards."""
+    with fresh_database(postgres_admin) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,36 @@ from adapters.kafka.broker import free_port
 from tests.support.stack import REPO_ROOT
 
 
-class ServedApi:
+class ApiClient:
+    """HTTP calls to a served API, as a plain client makes them."""
+
+    url: str
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def call(self, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any, Message]:
+        """Status, body (JSON decoded when typed so) and headers (case-insensitive)."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if token:
+            request.add_header("X-Auth-Token", token)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw, status, headers = response.read(), response.status, response.headers
+        except urllib.error.HTTPError as error:
+            raw, status, headers = error.read(), error.code, error.headers
+        is_json = raw and (headers.get("Content-Type") or "").startswith("application/json")
+        return status, json.loads(raw) if is_json else raw.decode(), headers
+
+
+class ServedApi(ApiClient):
     def __init__(self, data_dir: Path, workers: int = 2) -> None:
         self.data_dir = data_dir
         self.port = free_port("127.0.0.1")
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(f"http://127.0.0.1:{self.port}")
         self.log_path = data_dir / "api.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("TROVE_ES_")}
@@ -54,22 +79,6 @@ class ServedApi:
             command += ["--role", role]
         return subprocess.run(command, cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, check=True,
                               timeout=60).stdout.strip()
-
-    def call(self, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any, Message]:
-        """Status, body (JSON decoded when typed so) and headers (case-insensitive)."""
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        if token:
-            request.add_header("X-Auth-Token", token)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                raw, status, headers = response.read(), response.status, response.headers
-        except urllib.error.HTTPError as error:
-            raw, status, headers = error.read(), error.code, error.headers
-        is_json = raw and (headers.get("Content-Type") or "").startswith("application/json")
-        return status, json.loads(raw) if is_json else raw.decode(), headers
 
     def stop(self) -> int:
         if self.process.poll() is None:
