@@ -36,7 +36,11 @@ def event_store_env(url: str) -> dict[str, str]:
             # Stores events through a plpgsql function: about twice the single-event save rate.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "y",
             "POSTGRES_LOCK_TIMEOUT": "5",
-            "POSTGRES_POOL_SIZE": "5",
+            # Connections kept open per application; more are opened under load and closed when idle.
+            # A stack runs a dozen processes with one or two applications each: a larger floor would
+            # hold most of a default PostgreSQL's 100 connections while idle.
+            "POSTGRES_POOL_SIZE": "2",
+            "POSTGRES_MAX_OVERFLOW": "8",
         }
         schema = parsed.query.get("schema")
         if schema:
