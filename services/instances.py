@@ -81,7 +81,7 @@ class InstanceService(TroveApplication):
     def create(self, context: OperationContext, request: CreateInstance) -> tuple[Instance, int]:
         """Accept a create: the instance (BUILD) and its quota reservation are saved together.
 
-        Returns the instance and the notification position of the write, for read-your-writes.
+        Returns the instance and its version after the write (what a reader must see, to read its writes).
         """
         name = validate_name(request.name)
         if request.volume_size is not None and request.volume_size < 1:
@@ -99,8 +99,8 @@ class InstanceService(TroveApplication):
             quota = self.quota(context.tenant_id) or Quota(tenant_id=context.tenant_id)
             deltas = {INSTANCES: 1, VOLUMES: request.volume_size or 0}
             quota.reserve(context.recorded(), str(instance.id), deltas, self.quota_defaults)
-            recordings = self.save(instance, quota)
-            return instance, recordings[-1].notification.id
+            self.save(instance, quota)
+            return instance, instance.version
 
         return _retrying(attempt)
 
@@ -115,7 +115,8 @@ class InstanceService(TroveApplication):
             quota = self.quota(instance.tenant_id) or Quota(tenant_id=instance.tenant_id)
             quota.reserve(context.recorded(), str(instance.id), {VOLUMES: new_size - (instance.volume_size or 0)},
                           self.quota_defaults)
-            return self.save(instance, quota)[-1].notification.id
+            self.save(instance, quota)
+            return instance.version
 
         return _retrying(attempt)
 
@@ -188,10 +189,12 @@ class InstanceService(TroveApplication):
 
     def _command(self, context: OperationContext, instance_id: UUID | str, admin: bool,
                  change: Callable[[Instance], None]) -> int:
+        """Run a user command; returns the instance's version after the write."""
         def attempt() -> int:
             instance = self.get(instance_id, context, admin=admin)
             change(instance)
-            return self.save(instance)[-1].notification.id
+            self.save(instance)
+            return instance.version
 
         return _retrying(attempt)
 

@@ -39,6 +39,7 @@ from adapters.rest.resources.versions import (
     VersionsResource,
 )
 from adapters.settings import Settings
+from adapters.sql.write_marks import WriteMarks
 from projections.catalog_view import CatalogQueries
 from projections.instance_view import InstanceViewQueries
 from services.instances import InstanceService
@@ -47,13 +48,15 @@ TENANT = "/v1.0/{tenant_id}"
 
 
 def create_app(*, instances: InstanceService, instance_views: InstanceViewQueries, catalog: CatalogQueries,
-               authenticator: Authenticator, settings: Settings, server_ip: str | None = None) -> falcon.App:
-    """The WSGI app. ``settings`` supplies the region and the read-your-writes bound."""
+               authenticator: Authenticator, settings: Settings, write_marks: WriteMarks | None = None,
+               server_ip: str | None = None) -> falcon.App:
+    """The WSGI app. ``settings`` supplies the region and the read-your-writes bound; without
+    ``write_marks`` a show still reads its writes, a list only eventually."""
     app = falcon.App(middleware=[RequestIdMiddleware(), AuthMiddleware(authenticator, server_ip or host_ip())])
     app.req_options.strip_url_path_trailing_slash = True
     install_error_handling(app)
 
-    reads = InstanceReads(instances, instance_views, settings.read_your_writes_wait_s)
+    reads = InstanceReads(instances, instance_views, settings.read_your_writes_wait_s, write_marks)
     routes: list[tuple[str, Any]] = []
 
     @cache
@@ -68,10 +71,10 @@ def create_app(*, instances: InstanceService, instance_views: InstanceViewQuerie
     route("/v1.0", VersionResource())
     route("/healthcheck", HealthcheckResource())
     route("/v1.0/openapi.json", OpenApiResource(document))
-    route(f"{TENANT}/instances", InstancesResource(instance_views, instances, settings.region))
-    route(f"{TENANT}/instances/detail", InstancesDetailResource(instance_views))
+    route(f"{TENANT}/instances", InstancesResource(instance_views, reads, instances, settings.region))
+    route(f"{TENANT}/instances/detail", InstancesDetailResource(instance_views, reads))
     route(f"{TENANT}/instances/{{instance}}", InstanceResource(reads, instances))
-    route(f"{TENANT}/instances/{{instance}}/action", InstanceActionResource(instances))
+    route(f"{TENANT}/instances/{{instance}}/action", InstanceActionResource(reads, instances))
     route(f"{TENANT}/flavors", FlavorsResource(catalog))
     route(f"{TENANT}/flavors/{{flavor_id}}", FlavorResource(catalog))
     route(f"{TENANT}/datastores", DatastoresResource(catalog))

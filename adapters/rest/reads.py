@@ -5,6 +5,9 @@ compares the view row's version with the aggregate's latest stored version (one 
 store): when the view is behind, it waits a bounded time for it to catch up, then renders from the
 aggregate itself. A row the view does not have yet (the create just happened) goes straight to the
 aggregate: there is nothing to wait for that the store cannot already answer.
+
+A list cannot ask the store about rows it does not have; it waits, within the same bound, until the
+view holds the writes the API marked for the tenant (``WriteMarks``), then reads the page.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from uuid import UUID
 
+from adapters.sql.write_marks import WriteMarks
 from domain.context import OperationContext
 from domain.errors import NotFound
 from projections.instance_view import InstanceRecord, InstanceViewQueries, record_from_aggregate
@@ -24,9 +28,11 @@ POLL_S = 0.02
 
 class InstanceReads:
     def __init__(self, instances: InstanceService, views: InstanceViewQueries, wait_s: float,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 marks: WriteMarks | None = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._instances = instances
         self._views = views
+        self._marks = marks
         self._wait_s = wait_s
         self._clock = clock
         self._sleep = sleep
@@ -56,6 +62,19 @@ class InstanceReads:
                             availability_zone=row.availability_zone, operating_status=row.operating_status
                             if row.service_status is fresh.service_status else fresh.operating_status)
         return self._visible(fresh, context, admin)
+
+    def wrote(self, context: OperationContext, instance_id: str, version: int) -> None:
+        """Note a write the caller must see in its next list."""
+        if self._marks is not None:
+            self._marks.mark(context.tenant_id, instance_id, version)
+
+    def settle(self, tenant_id: str) -> None:
+        """Wait, within the bound, for the view to hold the tenant's marked writes (a list is next)."""
+        if self._marks is None:
+            return
+        deadline = self._clock() + self._wait_s
+        while self._marks.view_is_behind(tenant_id) and self._clock() < deadline:
+            self._sleep(POLL_S)
 
     def _latest_version(self, key: UUID) -> int | None:
         stored = self._instances.recorder.select_events(key, desc=True, limit=1)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, Insert, Table
+from sqlalchemy import Connection, Insert, Table, case
 from sqlalchemy.dialects import postgresql, sqlite
 
 
-def upsert_statement(connection: Connection, table: Table, keys: Sequence[str], updates: Sequence[str]) -> Insert:
+def upsert_statement(connection: Connection, table: Table, keys: Sequence[str], updates: Sequence[str],
+                     greatest: Sequence[str] = ()) -> Insert:
+    """Insert, or update ``updates`` of the row with the same ``keys``; ``greatest`` columns keep the larger
+    of the stored and the new value (a concurrent, older write must not move them back)."""
     dialect = connection.dialect.name
     if dialect == "postgresql":
         insert = postgresql.insert(table)
@@ -16,5 +19,7 @@ def upsert_statement(connection: Connection, table: Table, keys: Sequence[str], 
         insert = sqlite.insert(table)
     else:  # pragma: no cover - settings only allow the two
         raise ValueError(f"no upsert for {dialect}")
-    return insert.on_conflict_do_update(
-        index_elements=list(keys), set_={name: insert.excluded[name] for name in updates})
+    set_ = {name: insert.excluded[name] for name in updates}
+    for name in greatest:
+        set_[name] = case((insert.excluded[name] > table.c[name], insert.excluded[name]), else_=table.c[name])
+    return insert.on_conflict_do_update(index_elements=list(keys), set_=set_)

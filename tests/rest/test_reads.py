@@ -1,10 +1,14 @@
-"""Read-your-writes for a show: the view when it is current, a bounded wait, then the aggregate."""
+"""Read-your-writes: for a show, the view when it is current, a bounded wait, then the aggregate; for a
+list, a bounded wait for the view to hold the tenant's marked writes."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from adapters.rest.reads import InstanceReads
+from adapters.sql.write_marks import WriteMarks
 from domain.context import OperationContext
 from domain.errors import NotFound
 from tests.rest.harness import TENANT, Api
@@ -68,3 +72,55 @@ def test_strangers_and_deleted_instances_are_not_found(api: Api) -> None:
     assert api.get("/v1.0/admin-project/mgmt/instances", token="admin").json["instances"] == []
     shown = api.get(f"/v1.0/admin-project/mgmt/instances/{created['id']}", token="admin").json["instance"]
     assert shown["deleted"] is True and shown["deleted_at"]
+
+
+# Read-your-writes for a list: the API marks each write, a list waits for the view to hold them.
+
+def _list_reads(api: Api, sleep: object, clock: object = None, wait_s: float = 5) -> InstanceReads:
+    kwargs = {"clock": clock} if clock else {}
+    return InstanceReads(api.instances, api.views, wait_s=wait_s, marks=WriteMarks(api.engine), sleep=sleep,
+                         **kwargs)
+
+
+def _names(api: Api, tenant: str = TENANT) -> list[str]:
+    return [i["name"] for i in api.get(f"/v1.0/{tenant}/instances").json["instances"]]
+
+
+def test_a_list_waits_for_the_view_to_hold_the_tenants_marked_writes(api: Api) -> None:
+    api.create(name="fresh")  # the API marks it; the view has not seen it
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        api.projector.catch_up()
+
+    _list_reads(api, sleep).settle(TENANT)
+    assert len(waits) == 1, "waited once, until the projector caught up"
+    assert _names(api) == ["fresh"]
+
+    api.patch(f"/v1.0/{TENANT}/instances/{api.views.page(TENANT, limit=1)[0].id}",
+              json={"instance": {"name": "renamed"}})
+    _list_reads(api, sleep).settle(TENANT)
+    assert len(waits) == 2 and _names(api) == ["renamed"], "a rename is a marked write too"
+
+
+def test_a_list_whose_view_stays_behind_gives_up_at_the_bound(api: Api) -> None:
+    api.create(name="fresh")
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    _list_reads(api, sleep, clock=lambda: now[0], wait_s=0.1).settle(TENANT)
+    assert 0.1 <= now[0] < 0.2
+
+
+def test_only_the_tenants_own_fresh_writes_make_a_list_wait(api: Api) -> None:
+    api.create(name="elsewhere", tenant="t2", token=api.token("t2", "u2"))
+    marks = WriteMarks(api.engine)
+    assert not marks.view_is_behind(TENANT)
+    assert marks.view_is_behind("t2")
+    assert not WriteMarks(api.engine, clock=lambda: time.time() + 3600).view_is_behind("t2"), \
+        "a mark older than the horizon is not waited for"
+    api.projector.catch_up()
+    assert not marks.view_is_behind("t2")

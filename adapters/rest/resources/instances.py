@@ -54,10 +54,12 @@ class _InstanceList:
     detail = False
     path = "instances"
 
-    def __init__(self, views_: InstanceViewQueries) -> None:
+    def __init__(self, views_: InstanceViewQueries, reads: InstanceReads) -> None:
         self._views = views_
+        self._reads = reads
 
     def body(self, req: falcon.Request, tenant_id: str) -> dict[str, Any]:
+        self._reads.settle(tenant_id)
         rows, limit, next_marker = paged(self._views, tenant_id, req)
         link = links(req, tenant_id)
         admin = identity(req).is_admin
@@ -77,8 +79,9 @@ class InstancesResource(_InstanceList):
                           errors=(400, 401, 403, 404, 413, 415)),
     }
 
-    def __init__(self, views_: InstanceViewQueries, instances: InstanceService, region: str) -> None:
-        super().__init__(views_)
+    def __init__(self, views_: InstanceViewQueries, reads: InstanceReads, instances: InstanceService,
+                 region: str) -> None:
+        super().__init__(views_, reads)
         self._instances = instances
         self._region = region
 
@@ -97,7 +100,8 @@ class InstancesResource(_InstanceList):
             availability_zone=body.get("availability_zone"),
             databases=[database["name"] for database in body.get("databases") or []],
             users=[user["name"] for user in body.get("users") or []])
-        instance, _position = self._instances.create(context(req), request)
+        instance, version = self._instances.create(context(req), request)
+        self._reads.wrote(context(req), str(instance.id), version)
         record = record_from_aggregate(instance)
         resp.media = {"instance": views.instance_detail(record, links(req, tenant_id), admin=identity(req).is_admin)}
 
@@ -138,7 +142,8 @@ class InstanceResource:
         changes = load(schemas.UpdateInstanceRequest(), req)["instance"]
         admin = identity(req).is_admin
         if "name" in changes:
-            self._instances.rename(context(req), key, changes["name"], admin=admin)
+            self._reads.wrote(context(req), key, self._instances.rename(context(req), key, changes["name"],
+                                                                        admin=admin))
         elif self._instances.get(key, context(req), admin=admin).deleted:
             raise NotFound(f"Instance {key} could not be found.")
         accepted(resp)
@@ -146,7 +151,8 @@ class InstanceResource:
     on_patch = on_put
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant_id: str, instance: str) -> None:
-        self._instances.delete(context(req), instance_id(instance), admin=identity(req).is_admin)
+        key = instance_id(instance)
+        self._reads.wrote(context(req), key, self._instances.delete(context(req), key, admin=identity(req).is_admin))
         accepted(resp)
 
 
@@ -156,7 +162,8 @@ class InstanceActionResource:
                           status=202, request=schemas.ActionRequest, errors=(400, 401, 403, 404, 413, 415, 422)),
     }
 
-    def __init__(self, instances: InstanceService) -> None:
+    def __init__(self, reads: InstanceReads, instances: InstanceService) -> None:
+        self._reads = reads
         self._instances = instances
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant_id: str, instance: str) -> None:
@@ -164,14 +171,15 @@ class InstanceActionResource:
         action = load(schemas.ActionRequest(), req)
         ctx, admin = context(req), identity(req).is_admin
         if "restart" in action:
-            self._instances.restart(ctx, key, admin=admin)
+            version = self._instances.restart(ctx, key, admin=admin)
         elif "resize" in action:
             resize = action["resize"]
             if "volume" in resize:
-                self._instances.resize_volume(ctx, key, resize["volume"]["size"], admin=admin)
+                version = self._instances.resize_volume(ctx, key, resize["volume"]["size"], admin=admin)
             else:
-                self._instances.resize_flavor(ctx, key, resize["flavorRef"], admin=admin)
+                version = self._instances.resize_flavor(ctx, key, resize["flavorRef"], admin=admin)
         else:
             require_admin(req)
-            self._instances.reset_status(ctx, key)
+            version = self._instances.reset_status(ctx, key)
+        self._reads.wrote(ctx, key, version)
         accepted(resp)
