@@ -27,12 +27,10 @@ from adapters.sql.engine import create_sql_engine
 from adapters.sql.schema import create_tables
 from adapters.sql.write_marks import WriteMarks
 from adapters.sql.write_marks import metadata as write_marks_metadata
-from domain.context import OperationContext
-from domain.statuses import ServiceStatus
 from projections.catalog_view import CatalogQueries, CatalogView
 from projections.instance_view import InstanceView, InstanceViewQueries
 from services.instances import InstanceService
-from tests.support.inline import InlineProjector
+from tests.support.inline import InlineProjector, record_build_success
 
 CATALOG = json.loads((Path(__file__).resolve().parents[2] / "adapters" / "default_catalog.json").read_text())
 REQUEST_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -108,11 +106,7 @@ class Api:
 
     def make_active(self, instance_id: str) -> None:
         """What the task manager and conductor record for a build that worked."""
-        tm = OperationContext(request_id="req-taskmanager", tenant_id="system", server_type="taskmanager")
-        self.instances.record(instance_id, lambda i: i.record_server_provisioned(
-            tm.recorded(), "server-1", "volume-1", "ACTIVE", [{"address": "10.0.0.5", "type": "private"}]))
-        self.instances.change_service_status(tm, instance_id, ServiceStatus.HEALTHY)
-        self.instances.record(instance_id, lambda i: i.succeed(tm.recorded()))
+        record_build_success(self.instances, instance_id, "10.0.0.5")
         self.projector.catch_up()
 
     def stored_events(self) -> int:

@@ -19,13 +19,11 @@ from keystoneauth1 import token_endpoint
 from adapters.event_store import event_store_env
 from adapters.settings import load_settings
 from adapters.sql.engine import create_sql_engine
-from domain.context import OperationContext
-from domain.statuses import ServiceStatus
 from projections.catalog_view import CatalogView
 from projections.instance_view import InstanceView
 from services.instances import InstanceService
 from tests.rest.served import ServedApi
-from tests.support.inline import InlineProjector
+from tests.support.inline import InlineProjector, record_build_success
 
 with warnings.catch_warnings():  # osc_lib, imported by the client, warns about its own version module
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -43,11 +41,7 @@ class Backstage:
         self.projector = InlineProjector(self.instances, self.engine, [InstanceView(), CatalogView()])
 
     def activate(self, instance_id: str) -> None:
-        tm = OperationContext(request_id="req-taskmanager", tenant_id="system", server_type="taskmanager")
-        self.instances.record(instance_id, lambda i: i.record_server_provisioned(
-            tm.recorded(), "server-1", "volume-1", "ACTIVE", [{"address": "10.1.0.9", "type": "private"}]))
-        self.instances.change_service_status(tm, instance_id, ServiceStatus.HEALTHY)
-        self.instances.record(instance_id, lambda i: i.succeed(tm.recorded()))
+        record_build_success(self.instances, instance_id, "10.1.0.9")
         self.projector.catch_up()
 
     def close(self) -> None:

@@ -12,9 +12,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from adapters.sql.schema import create_tables
+from domain.context import OperationContext
 from domain.public_events import to_public_event
+from domain.statuses import ServiceStatus
 from projections.base import Projection
 from services.application import TroveApplication
+from services.instances import InstanceService
 
 
 class InlineProjector:
@@ -40,3 +43,12 @@ class InlineProjector:
                         projection.apply(public, session)
             self._position = notifications[-1].id
             applied += len(notifications)
+
+
+def record_build_success(instances: InstanceService, instance_id: str, address: str) -> None:
+    """What the task manager and conductor record for a build that worked, without running them."""
+    tm = OperationContext(request_id="req-taskmanager", tenant_id="system", server_type="taskmanager")
+    instances.record(instance_id, lambda i: i.record_server_provisioned(
+        tm.recorded(), "server-1", "volume-1", "ACTIVE", [{"address": address, "type": "private"}]))
+    instances.change_service_status(tm, instance_id, ServiceStatus.HEALTHY)
+    instances.record(instance_id, lambda i: i.succeed(tm.recorded()))
