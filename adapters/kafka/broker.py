@@ -84,6 +84,10 @@ class EmbeddedBroker:
             if self._process is not None and self._process.poll() is not None:
                 raise BrokerError(f"tansu exited with code {self._process.returncode} on start; "
                                   f"is port {self.port} already in use? See {self.log_path or 'its output'}")
+            if not self._listening():
+                # Not yet: a Kafka client would log every refused connection as an error.
+                time.sleep(0.05)
+                continue
             try:
                 admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000,
                                          bootstrap_timeout_ms=2000)
@@ -98,6 +102,11 @@ class EmbeddedBroker:
         self.stop()
         raise BrokerError(f"broker on {self.bootstrap_servers} did not answer metadata requests within "
                           f"{self.startup_timeout_s:.0f}s: {last_error}")
+
+    def _listening(self) -> bool:
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            return probe.connect_ex((self.host, self.port)) == 0
 
     def stop(self, timeout_s: float = 10.0) -> None:
         process, self._process = self._process, None
