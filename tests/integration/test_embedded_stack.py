@@ -87,6 +87,14 @@ def test_up_runs_the_stack_on_sqlite_and_stops_cleanly(tmp_path: Path) -> None:
         wait_for(lambda: _status(instance_url, token) == "ACTIVE", 60, "the instance to become ACTIVE")
         assert _call("DELETE", instance_url, token)[0] == 202
         wait_for(lambda: _status(instance_url, token) == 404, 60, "the deleted instance to be gone")
+        # The python-troveclient example, run as printed.
+        script = re.search(r"<<'PY'\n(.*?)\nPY\n", banner, re.DOTALL).group(1)
+        example = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120,
+                                 cwd=tmp_path)
+        assert example.returncode == 0, example.stderr
+        example_id, example_status = example.stdout.split()
+        assert example_status in ("BUILD", "ACTIVE")
+        wait_for(lambda: _status(f"{create_url}/{example_id}", token) == "ACTIVE", 60, "the example's instance")
         admin_token = re.search(r"^  admin: +(\S+)$", banner, re.MULTILINE).group(1)
         assert _call("GET", f"{stack['api_endpoint']}/v1.0/admin/mgmt/quotas/demo", admin_token)[0] == 200
 
