@@ -60,13 +60,19 @@ class InstanceService(TroveApplication):
     # Reads --------------------------------------------------------------------------------------
 
     def get(self, instance_id: UUID | str, context: OperationContext | None = None, *,
-            admin: bool = False) -> Instance:
-        """The instance, or ``NotFound`` when it does not exist or belongs to another tenant."""
+            admin: bool = False, include_deleted: bool = False) -> Instance:
+        """The instance, or ``NotFound`` when it does not exist or belongs to another tenant.
+
+        For a caller's request (``context`` given) a deleted instance does not exist either, as in
+        Trove: scripts wait for NotFound after a delete. The stack's own processes see it.
+        """
         try:
             instance: Instance = self.repository.get(_uuid(instance_id))
         except (AggregateNotFoundError, ValueError):
             raise NotFound(f"Instance {instance_id} could not be found.") from None
         if context is not None and not admin and instance.tenant_id != context.tenant_id:
+            raise NotFound(f"Instance {instance_id} could not be found.")
+        if context is not None and instance.deleted and not include_deleted:
             raise NotFound(f"Instance {instance_id} could not be found.")
         return instance
 

@@ -12,16 +12,21 @@ view holds the writes the API marked for the tenant (``WriteMarks``), then reads
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from uuid import UUID
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.sql.write_marks import WriteMarks
 from domain.context import OperationContext
 from domain.errors import NotFound
 from projections.instance_view import InstanceRecord, InstanceViewQueries, record_from_aggregate
 from services.instances import InstanceService
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.02
 
@@ -54,7 +59,7 @@ class InstanceReads:
                 row = self._views.get(str(key), include_deleted=True)
             if row is not None and row.version >= latest:
                 return self._visible(row, context, admin)
-        instance = self._instances.get(key, context, admin=admin)
+        instance = self._instances.get(key, context, admin=admin, include_deleted=True)
         fresh = record_from_aggregate(instance)
         if row is not None:
             # What only the view knows (addresses, heartbeat time) is still right for a slightly older row.
@@ -64,9 +69,18 @@ class InstanceReads:
         return self._visible(fresh, context, admin)
 
     def wrote(self, context: OperationContext, instance_id: str, version: int) -> None:
-        """Note a write the caller must see in its next list."""
-        if self._marks is not None:
+        """Note a write the caller must see in its next list.
+
+        The write is already stored: failing the request now would make the client retry a create
+        that worked. A lost mark only loses the wait.
+        """
+        if self._marks is None:
+            return
+        try:
             self._marks.mark(context.tenant_id, instance_id, version)
+        except SQLAlchemyError as exc:
+            log.warning("could not mark write %s v%d for read-your-writes (a list may lag it): %s",
+                        instance_id, version, exc)
 
     def settle(self, tenant_id: str) -> None:
         """Wait, within the bound, for the view to hold the tenant's marked writes (a list is next)."""

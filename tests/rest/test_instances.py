@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from domain.context import OperationContext
 from tests.rest.harness import TENANT, Api
 
 BASE = f"/v1.0/{TENANT}/instances"
@@ -131,6 +132,23 @@ def test_delete_is_202_and_the_instance_shows_shutdown_until_gone(api: Api) -> N
     assert result.status_code == 202 and result.text == ""
     assert api.get(f"{BASE}/{created['id']}").json["instance"]["status"] == "SHUTDOWN"
     assert api.delete(f"{BASE}/{created['id']}").status_code == 422
+
+
+def test_a_deleted_instance_is_not_found_by_every_route(api: Api) -> None:
+    created = api.create()
+    api.make_active(created["id"])
+    path = f"{BASE}/{created['id']}"
+    assert api.delete(path).status_code == 202
+    tm = OperationContext(request_id="req-taskmanager", tenant_id="system", server_type="taskmanager")
+    api.instances.record(created["id"], lambda i: i.record_deleted(tm.recorded()))
+    api.instances.record(created["id"], lambda i: i.succeed(tm.recorded()))
+    api.projector.catch_up()
+    assert api.get(path).status_code == 404
+    assert api.delete(path).status_code == 404
+    assert api.patch(path, json={"instance": {"name": "x"}}).status_code == 404
+    for action in ({"restart": {}}, {"resize": {"volume": {"size": 9}}}, {"resize": {"flavorRef": "3"}}):
+        assert api.post(f"{path}/action", json=action).status_code == 404, action
+    assert api.post(f"{path}/action", json={"reset_status": {}}, token="admin").status_code == 404
 
 
 def test_restart_and_resizes_are_202_and_show_the_transient_status(api: Api) -> None:

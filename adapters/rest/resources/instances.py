@@ -11,7 +11,7 @@ from adapters.rest.media import load
 from adapters.rest.middleware import require_admin
 from adapters.rest.reads import InstanceReads
 from adapters.rest.resources import Operation, accepted, context, identity, instance_id, links
-from domain.errors import InvalidRequest, NotFound
+from domain.errors import InvalidRequest
 from projections.instance_view import InstanceRecord, InstanceViewQueries, record_from_aggregate
 from services.instances import CreateInstance, InstanceService
 
@@ -144,8 +144,8 @@ class InstanceResource:
         if "name" in changes:
             self._reads.wrote(context(req), key, self._instances.rename(context(req), key, changes["name"],
                                                                         admin=admin))
-        elif self._instances.get(key, context(req), admin=admin).deleted:
-            raise NotFound(f"Instance {key} could not be found.")
+        else:
+            self._instances.get(key, context(req), admin=admin)  # a rename of nothing still needs an instance
         accepted(resp)
 
     on_patch = on_put
