@@ -52,7 +52,15 @@ from domain.errors import NotFound
 from domain.instance import CREATE, RESIZE_VOLUME, Instance
 from domain.public_events import PublicEvent
 from domain.quota import INSTANCES, VOLUMES
-from domain.statuses import SERVER_ACTIVE, SERVER_ERROR, ServiceStatus
+from domain.statuses import (
+    SERVER_ACTIVE,
+    SERVER_BUILD,
+    SERVER_ERROR,
+    SERVER_REBOOT,
+    SERVER_RESIZE,
+    SERVER_VERIFY_RESIZE,
+    ServiceStatus,
+)
 from services.instances import InstanceService
 
 log = logging.getLogger(__name__)
@@ -79,12 +87,13 @@ work_items = Table(
     Index("ix_task_manager_work_instance", "instance_id"),
 )
 
-SETTLE = "settle"
+SETTLE, REFRESH = "settle", "refresh"
 AWAIT_HEALTHY, AWAIT_CLOSE, CLOSED = "await_healthy", "await_close", "closed"
 _REQUESTS = {"CreateRequested": ("create", "create_server"), "RestartRequested": ("restart", "send"),
              "VolumeResizeRequested": ("resize_volume", "compute"),
              "FlavorResizeRequested": ("resize_flavor", "compute"), "DeleteRequested": ("delete", "stop_guest")}
 _CLOSES = frozenset({"OperationSucceeded", "OperationFailed"})
+_SERVER_IN_TRANSITION = frozenset({SERVER_BUILD, SERVER_REBOOT, SERVER_RESIZE, SERVER_VERIFY_RESIZE})
 _MAX_CHAIN = 12  # steps one worker runs back to back before giving others a turn
 
 
@@ -143,6 +152,7 @@ class TaskManager:
             ("delete", "stop_guest"): self._stop_guest, ("delete", "delete_server"): self._delete_server,
             ("delete", "wait_gone"): self._wait_gone, ("delete", "remove_topic"): self._remove_topic,
             ("delete", "record"): self._record_deleted, (SETTLE, SETTLE): self._settle,
+            (REFRESH, REFRESH): self._refresh_server_status,
         }
 
     # Consumer half: only this process's own rows, in the consumer's transaction ------------------------
@@ -154,9 +164,15 @@ class TaskManager:
         log.debug("event %s of %s v%d", event.type, event.aggregate_id, event.version)
         if event.type in _REQUESTS:
             kind, step = _REQUESTS[event.type]
-            deadline = {"create": now + self.usage_timeout_s, "delete": None}.get(kind, now + self.operation_timeout_s)
+            # Counted from when this task manager takes the work on, as Trove's usage_timeout is: the bound is
+            # on the build itself, and a request that waited out a task-manager outage still gets its chance.
+            timeout = self.usage_timeout_s if kind == "create" else self.operation_timeout_s
             self._insert(session, event.aggregate_id, event.request_id or "", kind, event.data["operation"], step,
-                         _context_of(event), _detail_of(event), deadline, now)
+                         _context_of(event), _detail_of(event), now + timeout, now)
+        elif event.type == "StatusReset":
+            # The reset trusts nothing it knew; what the cloud says of the server is looked up again.
+            self._insert(session, event.aggregate_id, event.request_id or "", REFRESH, event.data["operation"],
+                         REFRESH, _context_of(event), {}, now + self.operation_timeout_s, now)
         elif event.type == "ServiceStatusChanged":
             session.execute(sql_update(work_items)
                             .where(work_items.c.instance_id == event.aggregate_id, work_items.c.step == AWAIT_HEALTHY,
@@ -174,7 +190,7 @@ class TaskManager:
     def _operation_closed(self, event: PublicEvent, session: Session, now: float) -> None:
         operation, request_id = event.data["operation"], event.data["request_id"]
         key = and_(work_items.c.instance_id == event.aggregate_id, work_items.c.request_id == request_id,
-                   work_items.c.kind != SETTLE)
+                   work_items.c.kind.not_in((SETTLE, REFRESH)))
         item = session.execute(select(work_items.c.detail).where(key)).first()
         session.execute(delete(work_items).where(key))
         if operation in (CREATE, RESIZE_VOLUME):
@@ -596,9 +612,25 @@ class TaskManager:
         return self._now("wait_gone")
 
     def _wait_gone(self, item: dict[str, Any]) -> Outcome:
-        if self.compute.get(item["instance_id"]) is None:
+        server = self.compute.get(item["instance_id"])
+        if server is None:
             return self._now("remove_topic")
+        if self._expired(item):
+            return self._delete_timed_out(item, server.status)
         return Outcome("wait_gone", self._clock() + self._compute_poll_s)
+
+    def _delete_timed_out(self, item: dict[str, Any], server_status: str) -> Outcome:
+        """The cloud kept the server: the delete fails (and says so) rather than hiding a live server."""
+        message = (f"The server of instance {item['instance_id']} was not deleted in time (it is "
+                   f"{server_status}); delete the instance again.")
+
+        def change(instance: Instance, context: dict[str, Any]) -> None:
+            if instance.server_status != server_status:
+                instance.record_server_status(context, server_status)
+            instance.fail(context, message=message, traceback=[], task="NONE")
+
+        self._record(item, change)
+        return self._park(item)
 
     def _remove_topic(self, item: dict[str, Any]) -> Outcome:
         self.guests.remove(item["instance_id"])
@@ -609,10 +641,16 @@ class TaskManager:
         if instance is None:
             return self._park(item)
         quota = self.instances.quota(instance.tenant_id)
-        if quota is not None and any(r["instance_id"] == item["instance_id"] for r in quota.reservations.values()):
+        unsettled = [request for request, r in (quota.reservations.items() if quota else ())
+                     if r["instance_id"] == item["instance_id"]]
+        if unsettled and not self._expired(item):
             # A reservation of this instance (its create, a resize) is still being settled; releasing the
             # usage first would let the later commit count the instance forever.
             return Outcome("record", self._clock() + 0.2)
+        for request_id in unsettled:  # its settlement never came (its closing event was lost): settle it here
+            log.warning("settling reservation %s of deleted instance %s itself", request_id, item["instance_id"])
+            self.instances.settle_quota(OperationContext.from_recorded(self._context(item)), instance.tenant_id,
+                                        request_id, commit=True)
         context = self._context(item)
         for _ in range(5):
             instance = self._open_instance(item)
@@ -632,6 +670,26 @@ class TaskManager:
             except IntegrityError:
                 continue
         raise RuntimeError("the instance or its quota kept changing while recording the delete")
+
+    # Status reset -----------------------------------------------------------------------------------------
+
+    def _refresh_server_status(self, item: dict[str, Any]) -> Outcome:
+        """Record the server's status as the cloud has it, following it until it settles."""
+        server = self.compute.get(item["instance_id"])
+        status = server.status if server is not None else SERVER_ERROR
+        context = self._context(item)
+
+        def refreshed(instance: Instance) -> bool:
+            if instance.deleted or instance.operation_open():
+                return False  # gone, or a new operation owns the instance's status now
+            if instance.server_status != status:
+                instance.record_server_status(context, status, fault=server.fault if server else None)
+            return True
+
+        if self.instances.record(item["instance_id"], refreshed) and status in _SERVER_IN_TRANSITION \
+                and not self._expired(item):
+            return Outcome(REFRESH, self._clock() + self._compute_poll_s)
+        return Outcome(REFRESH, None, done=True)
 
     # Quota settlement -------------------------------------------------------------------------------------
 

@@ -67,11 +67,18 @@ class ComputeDriver(Protocol):
     def reboot(self, instance_id: str) -> Server: ...
 
     def resize_volume(self, instance_id: str, new_size: int) -> Server:
-        """Extend the volume to ``new_size`` GB; ``get`` shows the new size once done."""
+        """Extend the volume to ``new_size`` GB; ``get`` shows the new size once done.
+
+        Asking again for the size it has, or is being extended to, does nothing (a step repeated
+        after a crash must not extend twice).
+        """
         ...
 
     def resize_flavor(self, instance_id: str, flavor: dict[str, Any]) -> Server:
-        """Resize (and confirm) to ``flavor``; ``get`` shows ACTIVE with the new flavor once done."""
+        """Resize (and confirm) to ``flavor``; ``get`` shows ACTIVE with the new flavor once done.
+
+        Asking again for the flavor it has, or is being resized to, does nothing.
+        """
         ...
 
     def delete(self, instance_id: str) -> None:

@@ -143,6 +143,8 @@ class FakeCompute:
         current = self._require(instance_id)
         if current["volume_id"] is None:
             raise ComputeError(f"Server {current['server_id']} has no volume to extend.")
+        if new_size in (current["volume_size"], _pending(current).get("volume_size")):
+            return _server(current)  # extended, or being extended, to that size already: a repeat
         if new_size < (current["volume_size"] or 0):
             raise ComputeError(f"New size for extend must be greater than current size. "
                                f"(current: {current['volume_size']}, extended: {new_size})")
@@ -150,6 +152,11 @@ class FakeCompute:
 
     def resize_flavor(self, instance_id: str, flavor: dict[str, Any]) -> Server:
         # Nova's resize then confirm, folded into one change: RESIZE, then ACTIVE on the new flavor.
+        current = self._require(instance_id)
+        target = str(flavor.get("id"))
+        pending_flavor = json.loads(_pending(current).get("flavor") or "{}")
+        if target in (str(json.loads(current["flavor"]).get("id")), str(pending_flavor.get("id"))):
+            return _server(current)  # on that flavor, or resizing to it, already: a repeat
         return self._change(instance_id, {"status": SERVER_RESIZE},
                             {"status": SERVER_ACTIVE, "flavor": json.dumps(flavor, sort_keys=True)})
 
@@ -192,6 +199,10 @@ class FakeCompute:
         if server is None:
             raise ComputeError(f"No server is found for instance {instance_id}.")
         return server
+
+
+def _pending(row: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(row["pending"]) if row["pending"] else {}
 
 
 def _server(row: dict[str, Any]) -> Server:

@@ -59,8 +59,12 @@ class KafkaGuestChannel:
                                                client_id="trove-es-task-manager", allow_auto_create_topics=False,
                                                max_block_ms=int(self._timeout * 1000))
             producer = self._producer
-        producer.send(self.topic(command.instance_id), key=command.instance_id.encode(),
-                      value=command.to_json()).get(timeout=self._timeout)
+        topic = self.topic(command.instance_id)
+        # kafka-python 3.0 keeps refreshing metadata only for topics it did not know at their first send:
+        # a topic learnt from its first all-topics fetch drops out at the next refresh, and its (empty)
+        # batch queue then keeps the sender thread spinning on an "unknown leader" at a full core.
+        producer._metadata.add_topic(topic)
+        producer.send(topic, key=command.instance_id.encode(), value=command.to_json()).get(timeout=self._timeout)
 
     def remove(self, instance_id: str) -> None:
         try:

@@ -172,6 +172,19 @@ def test_a_build_resumes_after_the_task_manager_is_killed(slow_side: WriteSide) 
     side.wait(lambda: _quota_settled(side, 1, 2), "the create's quota to be committed")
 
 
+def test_a_status_reset_mid_build_follows_the_server_until_it_settles(slow_side: WriteSide) -> None:
+    side = slow_side
+    side.start(*ALL)
+    instance_id = side.create(request_id="req-create")
+    side.wait(lambda: side.get(instance_id).server_id is not None, "the server to be requested")
+    assert side.get(instance_id).server_status == "BUILD"
+    side.instances.reset_status(side.context("req-reset"), instance_id)
+    assert type(side.wait_closed(instance_id, "req-create")).__name__ == "OperationFailed", "the reset closed it"
+    # Nothing else would ever look at the server again: the reset makes the task manager follow it.
+    side.wait(lambda: side.get(instance_id).server_status == "ACTIVE", "the reset instance to show its server ACTIVE")
+    assert side.get(instance_id).task is TaskStatus.NONE
+
+
 def test_fake_compute_is_idempotent_and_injects_failures(postgres_url: str) -> None:
     from adapters.sql.engine import create_sql_engine
 
@@ -185,8 +198,15 @@ def test_fake_compute_is_idempotent_and_injects_failures(postgres_url: str) -> N
     assert compute.get("i-1").status == "ACTIVE"
     compute.resize_volume("i-1", 5)
     assert compute.get("i-1").volume_size == 3
-    now[0] += 2.0
+    now[0] += 1.0
+    compute.resize_volume("i-1", 5)  # repeated after a crash: the extension under way goes on, not again
+    now[0] += 1.0
     assert compute.get("i-1").volume_size == 5
+    compute.resize_flavor("i-1", {"id": "3", "disk": 40})
+    now[0] += 1.0
+    assert compute.resize_flavor("i-1", {"id": "3", "disk": 40}).status == "RESIZE"
+    now[0] += 1.0
+    assert (compute.get("i-1").status, compute.get("i-1").flavor_id) == ("ACTIVE", "3")
 
     broken = compute.create(ServerSpec(instance_id="i-2", name="tiny", flavor={"id": "1", "disk": 1},
                                        volume_size=1))

@@ -1,0 +1,44 @@
+"""The task manager's guest channel on the real broker: commands reach each guest's own topic, and the
+shared producer keeps every topic it sent to in its metadata (kafka-python 3.0 drops topics it learnt
+from its first fetch, and its sender then spins at a full core on their "unknown leader")."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from adapters.compute.guest_channel import KafkaGuestChannel
+from adapters.kafka.broker import EmbeddedBroker
+from domain import guest_protocol as protocol
+from tests.support.stack import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def test_concurrent_commands_to_new_topics_all_arrive_and_stay_known(broker: EmbeddedBroker) -> None:
+    channel = KafkaGuestChannel(broker.bootstrap_servers, f"test-{uuid.uuid4().hex[:8]}.guest.")
+    instances = [f"instance-{i}" for i in range(16)]
+
+    def command(instance_id: str) -> None:
+        channel.ensure(instance_id)
+        channel.send(protocol.command(protocol.RESTART, instance_id, f"req-{instance_id}", time.time()))
+
+    try:
+        with ThreadPoolExecutor(8) as pool:  # as the task manager's step workers do
+            list(pool.map(command, instances))
+        for instance_id in instances:
+            (record,) = read_topic(broker.bootstrap_servers, channel.topic(instance_id), idle_s=0.3)
+            assert protocol.parse_command(record.value).request_id == f"req-{instance_id}"
+        producer = channel._producer
+        assert producer is not None
+        producer._metadata.request_update()
+        time.sleep(0.5)  # let a metadata refresh come back: it must not forget any of the topics
+        queued = list(producer._accumulator._batches)
+        assert len(queued) == len(instances)
+        unknown = [tp.topic for tp in queued if producer._metadata.leader_for_partition(tp) in (None, -1)]
+        assert unknown == [], "topics the sender would spin on"
+    finally:
+        channel.close()
