@@ -31,6 +31,7 @@ integration: install
 
 bench: install
 	PYTHONPATH=. $(BIN)/python benchmarks/pipeline.py
+	PYTHONPATH=. $(BIN)/python benchmarks/api.py
 
 lint: install
 	$(BIN)/ruff check .
