@@ -33,6 +33,7 @@ from sqlalchemy import BigInteger, Column, Engine, Float, MetaData, String, Tabl
 from adapters.compute.fake import FakeCompute
 from adapters.kafka.topics import UNKNOWN_TOPIC_OR_PARTITION, admin_client, ensure_topic
 from adapters.settings import Settings
+from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
 from adapters.sql.upsert import upsert_statement
 from domain import guest_protocol as protocol
@@ -79,6 +80,7 @@ class FakeGuestFleet:
                  scan_s: float = 0.1, clock: Callable[[], float] = time.time) -> None:
         self._compute = compute
         self._engine = engine
+        self._reader = read_only(engine)  # polls and lookups: on SQLite they need not queue behind writers
         self._bootstrap = bootstrap_servers
         self._prefix = guest_prefix
         self._conductor_topic = conductor_topic
@@ -156,7 +158,7 @@ class FakeGuestFleet:
             guest = SimulatedGuest(instance_id, server.name, self._topic(instance_id),
                                    never_healthy=bool(self.never_healthy_marker
                                                       and self.never_healthy_marker in server.name))
-            with self._engine.connect() as connection:
+            with self._reader.connect() as connection:
                 row = connection.execute(select(fake_guests)
                                          .where(fake_guests.c.instance_id == instance_id)).first()
             if row is not None:

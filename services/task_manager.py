@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from adapters.compute.base import ComputeDriver, ComputeError, ServerSpec
 from adapters.compute.guest_channel import GuestChannel
 from adapters.kafka.lease import Lease, LeaseLost
+from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
 from domain import guest_protocol as protocol
 from domain.catalog import domain_catalog
@@ -125,6 +126,7 @@ class TaskManager:
         self.guests = guests
         self.catalog = domain_catalog()
         self._engine = engine
+        self._reader = read_only(engine)  # polls and lookups: on SQLite they need not queue behind writers
         self.usage_timeout_s = usage_timeout_s
         self.operation_timeout_s = operation_timeout_s if operation_timeout_s is not None else usage_timeout_s
         self._lease = lease
@@ -271,7 +273,7 @@ class TaskManager:
             pool.submit(self._run_and_release, item)
 
     def _due_items(self, limit: int) -> list[dict[str, Any]]:
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             rows = connection.execute(
                 select(work_items).where(work_items.c.due_at <= self._clock())
                 .order_by(work_items.c.due_at, work_items.c.created_at).limit(limit)).mappings().all()
@@ -301,7 +303,7 @@ class TaskManager:
             item, step = fresh, outcome.step
 
     def _fresh(self, item: dict[str, Any], step: str) -> dict[str, Any] | None:
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             row = connection.execute(select(work_items).where(
                 work_items.c.instance_id == item["instance_id"], work_items.c.request_id == item["request_id"],
                 work_items.c.kind == item["kind"])).mappings().first()

@@ -41,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters.compute.base import GIB, ComputeError, ComputeQuotaExceeded, Server, ServerSpec
 from adapters.settings import Settings
+from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
 from domain.statuses import SERVER_ACTIVE, SERVER_BUILD, SERVER_ERROR, SERVER_REBOOT, SERVER_RESIZE
 
@@ -73,6 +74,7 @@ class FakeCompute:
     def __init__(self, engine: Engine, *, delay_s: float = 0.0, max_servers: int | None = None,
                  image_min_disk_gb: int = 0, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
+        self._reader = read_only(engine)  # polls and lookups: on SQLite they need not queue behind writers
         self.delay_s = delay_s
         self.max_servers = max_servers if max_servers is not None and max_servers >= 0 else None
         self.image_min_disk_gb = image_min_disk_gb
@@ -125,14 +127,14 @@ class FakeCompute:
         return server
 
     def get(self, instance_id: str) -> Server | None:
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             row = connection.execute(select(fake_compute_servers)
                                      .where(fake_compute_servers.c.instance_id == instance_id)).mappings().first()
         return _server(self._effective(dict(row))) if row else None
 
     def list_servers(self) -> list[Server]:
         """Every server, as ``get`` shows it (the simulated guests watch this)."""
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             rows = connection.execute(select(fake_compute_servers)).mappings().all()
         return [_server(self._effective(dict(row))) for row in rows]
 
@@ -173,7 +175,7 @@ class FakeCompute:
         return row
 
     def _require(self, instance_id: str) -> dict[str, Any]:
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             row = connection.execute(select(fake_compute_servers)
                                      .where(fake_compute_servers.c.instance_id == instance_id)).mappings().first()
         if row is None:

@@ -24,6 +24,7 @@ from adapters.rest.errors import fault_body
 from adapters.rest.keystone import KeystoneAuthenticator
 from adapters.rest.local_tokens import LocalTokenAuthority
 from adapters.settings import Settings, load_settings
+from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
 from adapters.sql.write_marks import WriteMarks
 from adapters.sql.write_marks import metadata as write_marks_metadata
@@ -53,8 +54,9 @@ def build_api(settings: Settings) -> falcon.App:
     create_tables(engine, instance_metadata)
     create_tables(engine, catalog_metadata)
     create_tables(engine, write_marks_metadata)
-    views = InstanceViewQueries(engine, settings.agent_heartbeat_expiry_s)
-    return create_app(instances=instances, instance_views=views, catalog=CatalogQueries(engine),
+    reader = read_only(engine)
+    views = InstanceViewQueries(reader, settings.agent_heartbeat_expiry_s)
+    return create_app(instances=instances, instance_views=views, catalog=CatalogQueries(reader),
                       authenticator=build_authenticator(settings), settings=settings,
                       write_marks=WriteMarks(engine))
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from sqlalchemy import BigInteger, Column, Engine, Float, Index, MetaData, String, Table, delete, or_, select
 
+from adapters.sql.engine import read_only
 from adapters.sql.upsert import upsert_statement
 from projections.instance_view import instance_view
 
@@ -34,6 +35,7 @@ write_marks = Table(
 class WriteMarks:
     def __init__(self, engine: Engine, horizon_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
+        self._reader = read_only(engine)
         self._horizon_s = horizon_s
         self._clock = clock
 
@@ -54,5 +56,5 @@ class WriteMarks:
                         write_marks.c.written_at >= self._clock() - self._horizon_s,
                         or_(instance_view.c.version.is_(None), instance_view.c.version < write_marks.c.version))
                  .limit(1))
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             return connection.execute(query).first() is not None
