@@ -78,10 +78,10 @@ class ServiceStatus(Enum):
 
     @classmethod
     def from_description(cls, description: str) -> ServiceStatus:
-        for status in cls:
-            if status.description == description:
-                return status
-        raise ValueError(f"unknown service status {description!r}")
+        try:
+            return _SERVICE_BY_DESCRIPTION[description]
+        except KeyError:
+            raise ValueError(f"unknown service status {description!r}") from None
 
     @property
     def action_is_allowed(self) -> bool:
@@ -96,6 +96,8 @@ class ServiceStatus(Enum):
             return None
         return False
 
+
+_SERVICE_BY_DESCRIPTION = {status.description: status for status in ServiceStatus}
 
 _ACTION_ALLOWED = frozenset({ServiceStatus.RUNNING, ServiceStatus.SHUTDOWN, ServiceStatus.CRASHED,
                              ServiceStatus.BLOCKED, ServiceStatus.HEALTHY, ServiceStatus.RESTART_REQUIRED})

@@ -19,12 +19,15 @@ from sqlalchemy import (
     Boolean,
     Column,
     Engine,
+    Float,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     and_,
+    bindparam,
+    func,
     insert,
     or_,
     select,
@@ -70,6 +73,19 @@ instance_view = Table(
     Index("ix_instance_view_tenant_page", "tenant_id", "deleted", "created_at", "id"),
 )
 guest_heartbeats.to_metadata(metadata)  # created with the view, so reads can join before the conductor runs
+
+# The API's note of the writes it accepted (tenant, instance, version), so its reads can wait for the view
+# to hold them (read your writes); written by ``adapters.sql.write_marks``, read here beside the rows.
+write_marks = Table(
+    "instance_write_marks",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("instance_id", String(36), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("written_at", Float, nullable=False),
+    Index("ix_instance_write_marks_written_at", "written_at"),
+    Index("ix_instance_write_marks_instance", "instance_id"),
+)
 
 # Events that open an operation and the task they set, as the aggregate does.
 _OPENING_TASKS = {
@@ -181,14 +197,23 @@ class InstanceViewQueries:
         self._engine = engine
         self._expiry = heartbeat_expiry_s
         self._clock = clock
+        # Built once: a show is the API's hottest path and building the statement cost more than running it.
+        by_id = self._select().where(instance_view.c.id == bindparam("instance_id"))
+        self._by_id = {True: by_id, False: by_id.where(instance_view.c.deleted.is_(False))}
+        marked = (select(func.max(write_marks.c.version)).where(write_marks.c.instance_id == instance_view.c.id)
+                  .scalar_subquery().label("marked_version"))
+        self._by_id_marked = by_id.add_columns(marked)
 
     def get(self, instance_id: str, *, include_deleted: bool = False) -> InstanceRecord | None:
-        query = self._select().where(instance_view.c.id == instance_id)
-        if not include_deleted:
-            query = query.where(instance_view.c.deleted.is_(False))
         with self._engine.connect() as connection:
-            row = connection.execute(query).first()
+            row = connection.execute(self._by_id[include_deleted], {"instance_id": instance_id}).first()
         return self._record(row) if row else None
+
+    def get_marked(self, instance_id: str) -> tuple[InstanceRecord | None, int | None]:
+        """The row (deleted or not) and the latest version the API marked as written for it, in one read."""
+        with self._engine.connect() as connection:
+            row = connection.execute(self._by_id_marked, {"instance_id": instance_id}).first()
+        return (self._record(row), row.marked_version) if row else (None, None)
 
     def page(self, tenant_id: str | None, *, limit: int, marker: str | None = None,
              include_deleted: bool = False) -> list[InstanceRecord]:

@@ -48,10 +48,9 @@ TENANT = "/v1.0/{tenant_id}"
 
 
 def create_app(*, instances: InstanceService, instance_views: InstanceViewQueries, catalog: CatalogQueries,
-               authenticator: Authenticator, settings: Settings, write_marks: WriteMarks | None = None,
+               authenticator: Authenticator, settings: Settings, write_marks: WriteMarks,
                server_ip: str | None = None) -> falcon.App:
-    """The WSGI app. ``settings`` supplies the region and the read-your-writes bound; without
-    ``write_marks`` a show still reads its writes, a list only eventually."""
+    """The WSGI app. ``settings`` supplies the region and the read-your-writes bound."""
     app = falcon.App(middleware=[RequestIdMiddleware(), AuthMiddleware(authenticator, server_ip or host_ip())])
     app.req_options.strip_url_path_trailing_slash = True
     install_error_handling(app)

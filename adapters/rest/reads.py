@@ -1,13 +1,11 @@
-"""Reading one instance so that a client always sees its own writes.
+"""Reads that always show the caller's own writes, though the views are projections.
 
-The instance view is a projection and lags the event store by the relay and consumer hops. A show
-compares the view row's version with the aggregate's latest stored version (one indexed read of the
-store): when the view is behind, it waits a bounded time for it to catch up, then renders from the
-aggregate itself. A row the view does not have yet (the create just happened) goes straight to the
-aggregate: there is nothing to wait for that the store cannot already answer.
-
-A list cannot ask the store about rows it does not have; it waits, within the same bound, until the
-view holds the writes the API marked for the tenant (``WriteMarks``), then reads the page.
+The instance view lags the event store by the relay and consumer hops. Every write the API accepts
+is marked (``WriteMarks``) with the version it produced. A show reads the view row and its mark in
+one query: a row at or past the mark is served at once; an older one is waited for, within a bound,
+then rendered from the aggregate itself. A row the view does not have yet (the create just happened)
+goes straight to the aggregate. A list waits, within the same bound, until the view holds the
+tenant's marks.
 """
 
 from __future__ import annotations
@@ -32,9 +30,8 @@ POLL_S = 0.02
 
 
 class InstanceReads:
-    def __init__(self, instances: InstanceService, views: InstanceViewQueries, wait_s: float,
-                 marks: WriteMarks | None = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, instances: InstanceService, views: InstanceViewQueries, wait_s: float, marks: WriteMarks,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self._instances = instances
         self._views = views
         self._marks = marks
@@ -43,22 +40,19 @@ class InstanceReads:
         self._sleep = sleep
 
     def show(self, instance_id: str, context: OperationContext, *, admin: bool) -> InstanceRecord:
-        """The instance as of at least the last write the store has, or ``NotFound`` (404) for strangers."""
+        """The instance as of at least the API's last write to it, or ``NotFound`` (404) for strangers."""
         try:
-            key = UUID(instance_id)
+            key = str(UUID(instance_id))
         except ValueError:
             raise NotFound(f"Instance {instance_id[:64]} could not be found.") from None
-        latest = self._latest_version(key)
-        if latest is None:
-            raise NotFound(f"Instance {instance_id} could not be found.")
-        row = self._views.get(str(key), include_deleted=True)
-        if row is not None:
+        row, marked = self._views.get_marked(key)
+        if row is not None and marked is not None and row.version < marked:
             deadline = self._clock() + self._wait_s
-            while row is not None and row.version < latest and self._clock() < deadline:
+            while row is not None and row.version < marked and self._clock() < deadline:
                 self._sleep(POLL_S)
-                row = self._views.get(str(key), include_deleted=True)
-            if row is not None and row.version >= latest:
-                return self._visible(row, context, admin)
+                row = self._views.get(key, include_deleted=True)
+        if row is not None and (marked is None or row.version >= marked):
+            return self._visible(row, context, admin)
         instance = self._instances.get(key, context, admin=admin, include_deleted=True)
         fresh = record_from_aggregate(instance)
         if row is not None:
@@ -69,30 +63,22 @@ class InstanceReads:
         return self._visible(fresh, context, admin)
 
     def wrote(self, context: OperationContext, instance_id: str, version: int) -> None:
-        """Note a write the caller must see in its next list.
+        """Note a write the caller must see in its next read.
 
         The write is already stored: failing the request now would make the client retry a create
         that worked. A lost mark only loses the wait.
         """
-        if self._marks is None:
-            return
         try:
             self._marks.mark(context.tenant_id, instance_id, version)
         except SQLAlchemyError as exc:
-            log.warning("could not mark write %s v%d for read-your-writes (a list may lag it): %s",
+            log.warning("could not mark write %s v%d for read-your-writes (a read may lag it): %s",
                         instance_id, version, exc)
 
     def settle(self, tenant_id: str) -> None:
         """Wait, within the bound, for the view to hold the tenant's marked writes (a list is next)."""
-        if self._marks is None:
-            return
         deadline = self._clock() + self._wait_s
         while self._marks.view_is_behind(tenant_id) and self._clock() < deadline:
             self._sleep(POLL_S)
-
-    def _latest_version(self, key: UUID) -> int | None:
-        stored = self._instances.recorder.select_events(key, desc=True, limit=1)
-        return stored[0].originator_version if stored else None
 
     @staticmethod
     def _visible(record: InstanceRecord, context: OperationContext, admin: bool) -> InstanceRecord:

@@ -27,7 +27,6 @@ from adapters.settings import Settings, load_settings
 from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
 from adapters.sql.write_marks import WriteMarks
-from adapters.sql.write_marks import metadata as write_marks_metadata
 from projections.catalog_view import CatalogQueries
 from projections.catalog_view import metadata as catalog_metadata
 from projections.instance_view import InstanceViewQueries
@@ -53,7 +52,6 @@ def build_api(settings: Settings) -> falcon.App:
     # The API may start before the projections: their tables must exist for reads to answer at all.
     create_tables(engine, instance_metadata)
     create_tables(engine, catalog_metadata)
-    create_tables(engine, write_marks_metadata)
     reader = read_only(engine)
     views = InstanceViewQueries(reader, settings.agent_heartbeat_expiry_s)
     return create_app(instances=instances, instance_views=views, catalog=CatalogQueries(reader),

@@ -37,10 +37,11 @@ def create_sql_engine(url: str, *, pool_size: int = 5) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _sqlite_begin(connection) -> None:  # type: ignore[no-untyped-def]
-        # IMMEDIATE takes the write lock up front, so two writers never deadlock on lock upgrade; a
-        # reader (``read_only``) takes no lock at all, which WAL allows beside a writer.
-        read_only = connection.get_execution_options().get(READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        # IMMEDIATE takes the write lock up front, so two writers never deadlock on lock upgrade. A
+        # reader (``read_only``) opens no transaction at all: in WAL mode each of its statements reads
+        # a consistent snapshot without a lock, beside any writer.
+        if not connection.get_execution_options().get(READ_ONLY, False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -49,7 +50,7 @@ READ_ONLY = "trove_es_read_only"
 
 
 def read_only(engine: Engine) -> Engine:
-    """The same engine and pool, for queries only: on SQLite its transactions do not queue behind writers.
+    """The same engine and pool, for queries only: on SQLite its reads do not queue behind writers.
 
     A write through it fails (SQLite upgrades the lock and may answer "database is locked"), so hand it
     only to code that reads.

@@ -1,10 +1,10 @@
-"""The API's note of each tenant's latest writes, so a list right after a write shows it.
+"""The API's note of the writes it accepted, so a client's next read shows them (read your writes).
 
-A show can compare one instance's view row with the event store; a list cannot know which of the
-tenant's instances the view still lacks, so each write the API accepts leaves a mark (tenant,
-instance, version written). A list waits, within the read-your-writes bound, until the instance
-view holds every fresh mark of its tenant. Marks are bookkeeping, not state: they expire after
-``horizon_s`` (a view that far behind is an incident, not a read to wait for) and losing them only
+Each write the API accepts leaves a mark (tenant, instance, version written) in the read-model
+database, beside the instance view. A show reads the row and its mark in one query and waits, within
+the read-your-writes bound, only while the row is older than the mark; a list waits until the view
+holds every fresh mark of its tenant. Marks are bookkeeping, not state: they expire after
+``horizon_s`` (a view that far behind is an incident, not a read to wait for) and losing one only
 loses the wait.
 """
 
@@ -13,23 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import BigInteger, Column, Engine, Float, Index, MetaData, String, Table, delete, or_, select
+from sqlalchemy import Engine, delete, or_, select
 
 from adapters.sql.engine import read_only
 from adapters.sql.upsert import upsert_statement
-from projections.instance_view import instance_view
-
-metadata = MetaData()
-
-write_marks = Table(
-    "instance_write_marks",
-    metadata,
-    Column("tenant_id", String(64), primary_key=True),
-    Column("instance_id", String(36), primary_key=True),
-    Column("version", BigInteger, nullable=False),
-    Column("written_at", Float, nullable=False),
-    Index("ix_instance_write_marks_written_at", "written_at"),
-)
+from projections.instance_view import instance_view, write_marks
 
 
 class WriteMarks:

@@ -24,9 +24,7 @@ from adapters.rest.errors import FAULT_NAMES
 from adapters.rest.local_tokens import LocalTokenAuthority
 from adapters.settings import Settings, load_settings
 from adapters.sql.engine import create_sql_engine
-from adapters.sql.schema import create_tables
 from adapters.sql.write_marks import WriteMarks
-from adapters.sql.write_marks import metadata as write_marks_metadata
 from projections.catalog_view import CatalogQueries, CatalogView
 from projections.instance_view import InstanceView, InstanceViewQueries
 from services.instances import InstanceService
@@ -50,7 +48,6 @@ class Api:
         self.projector.catch_up()
         self.authority = LocalTokenAuthority.for_data_dir(data_dir)
         self.views = InstanceViewQueries(self.engine, self.settings.agent_heartbeat_expiry_s)
-        create_tables(self.engine, write_marks_metadata)
         self.app = create_app(instances=self.instances, instance_views=self.views, catalog=CatalogQueries(self.engine),
                               authenticator=authenticator or self.authority, settings=self.settings,
                               write_marks=WriteMarks(self.engine), server_ip="192.0.2.10")

@@ -1,5 +1,5 @@
-"""Read-your-writes: for a show, the view when it is current, a bounded wait, then the aggregate; for a
-list, a bounded wait for the view to hold the tenant's marked writes."""
+"""Read-your-writes: for a show, the view when it holds the API's last write, else a bounded wait, then the
+aggregate; for a list, a bounded wait for the view to hold the tenant's marked writes."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import time
 import pytest
 
 from adapters.rest.reads import InstanceReads
-from adapters.sql.write_marks import WriteMarks, write_marks
+from adapters.sql.write_marks import WriteMarks
 from domain.context import OperationContext
 from domain.errors import NotFound
+from projections.instance_view import write_marks
 from tests.rest.harness import TENANT, Api
 
 
@@ -28,7 +29,7 @@ def test_a_stale_row_is_waited_for_when_the_projection_catches_up(api: Api) -> N
         waits.append(seconds)
         api.projector.catch_up()
 
-    reads = InstanceReads(api.instances, api.views, wait_s=5, sleep=sleep)
+    reads = InstanceReads(api.instances, api.views, 5, WriteMarks(api.engine), sleep=sleep)
     record = reads.show(created["id"], _context(), admin=False)
     assert record.status == "REBOOT" and len(waits) == 1
     assert record.addresses  # from the view
@@ -43,7 +44,8 @@ def test_a_view_that_stays_behind_is_bypassed_keeping_what_only_it_knows(api: Ap
     def sleep(seconds: float) -> None:
         now[0] += seconds
 
-    reads = InstanceReads(api.instances, api.views, wait_s=0.1, clock=lambda: now[0], sleep=sleep)
+    reads = InstanceReads(api.instances, api.views, 0.1, WriteMarks(api.engine), clock=lambda: now[0],
+                          sleep=sleep)
     record = reads.show(created["id"], _context(), admin=False)
     assert record.status == "REBOOT"
     assert record.addresses == [{"address": "10.0.0.5", "type": "private"}]
@@ -53,7 +55,7 @@ def test_a_view_that_stays_behind_is_bypassed_keeping_what_only_it_knows(api: Ap
 def test_strangers_and_deleted_instances_are_not_found(api: Api) -> None:
     created = api.create()
     api.projector.catch_up()
-    reads = InstanceReads(api.instances, api.views, wait_s=0)
+    reads = InstanceReads(api.instances, api.views, 0, WriteMarks(api.engine))
     with pytest.raises(NotFound):
         reads.show(created["id"], _context("t2"), admin=False)
     assert reads.show(created["id"], _context("t2"), admin=True).tenant_id == TENANT
