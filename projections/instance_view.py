@@ -40,6 +40,7 @@ from domain.instance import DELETE, INSTANCE_EVENTS, Instance
 from domain.public_events import EventCatalog, PublicEvent
 from domain.statuses import ServiceStatus, TaskStatus, operating_status, visible_status
 from projections.guest_heartbeats import guest_heartbeats
+from projections.prepared import PreparedRead, json_value
 
 metadata = MetaData()
 
@@ -202,7 +203,7 @@ class InstanceViewQueries:
         self._by_id = {True: by_id, False: by_id.where(instance_view.c.deleted.is_(False))}
         marked = (select(func.max(write_marks.c.version)).where(write_marks.c.instance_id == instance_view.c.id)
                   .scalar_subquery().label("marked_version"))
-        self._by_id_marked = by_id.add_columns(marked)
+        self._by_id_marked = PreparedRead(engine, by_id.add_columns(marked))
 
     def get(self, instance_id: str, *, include_deleted: bool = False) -> InstanceRecord | None:
         with self._engine.connect() as connection:
@@ -211,9 +212,8 @@ class InstanceViewQueries:
 
     def get_marked(self, instance_id: str) -> tuple[InstanceRecord | None, int | None]:
         """The row (deleted or not) and the latest version the API marked as written for it, in one read."""
-        with self._engine.connect() as connection:
-            row = connection.execute(self._by_id_marked, {"instance_id": instance_id}).first()
-        return (self._record(row), row.marked_version) if row else (None, None)
+        row = self._by_id_marked.first(instance_id=instance_id)
+        return (self._record(row), row["marked_version"]) if row else (None, None)
 
     def page(self, tenant_id: str | None, *, limit: int, marker: str | None = None,
              include_deleted: bool = False) -> list[InstanceRecord]:
@@ -244,23 +244,26 @@ class InstanceViewQueries:
                                                      guest_heartbeats.c.instance_id == instance_view.c.id)))
 
     def _record(self, row: Any) -> InstanceRecord:
-        task = TaskStatus[row.task_status]
-        service = ServiceStatus.from_description(row.service_status)
-        last_seen = row.last_seen_at
-        if row.service_status_updated:
-            last_seen = max(last_seen or 0.0, _epoch(row.service_status_updated))
+        """A record from a row mapping: SQLAlchemy's, or a ``PreparedRead``'s (driver values)."""
+        row = getattr(row, "_mapping", row)
+        task = TaskStatus[row["task_status"]]
+        service = ServiceStatus.from_description(row["service_status"])
+        server_status, updated = row["server_status"], row["service_status_updated"]
+        last_seen = row["last_seen_at"]
+        if updated:
+            last_seen = max(last_seen or 0.0, _epoch(updated))
         expired = last_seen is None or self._clock() - last_seen > self._expiry
         return InstanceRecord(
-            id=row.id, tenant_id=row.tenant_id, name=row.name,
-            status=visible_status(task, row.server_status),
-            operating_status=operating_status(task, row.server_status, service, expired),
-            task_status=task, server_status=row.server_status, service_status=service,
-            service_status_updated=row.service_status_updated, flavor=row.flavor, volume_size=row.volume_size,
-            datastore=row.datastore, datastore_version=row.datastore_version,
-            datastore_version_id=row.datastore_version_id, region=row.region,
-            availability_zone=row.availability_zone, server_id=row.server_id, volume_id=row.volume_id,
-            addresses=row.addresses, created_at=row.created_at, updated_at=row.updated_at, deleted=row.deleted,
-            deleted_at=row.deleted_at, version=row.version)
+            id=row["id"], tenant_id=row["tenant_id"], name=row["name"],
+            status=visible_status(task, server_status),
+            operating_status=operating_status(task, server_status, service, expired),
+            task_status=task, server_status=server_status, service_status=service,
+            service_status_updated=updated, flavor=json_value(row["flavor"]), volume_size=row["volume_size"],
+            datastore=row["datastore"], datastore_version=row["datastore_version"],
+            datastore_version_id=row["datastore_version_id"], region=row["region"],
+            availability_zone=row["availability_zone"], server_id=row["server_id"], volume_id=row["volume_id"],
+            addresses=json_value(row["addresses"]), created_at=row["created_at"], updated_at=row["updated_at"],
+            deleted=bool(row["deleted"]), deleted_at=row["deleted_at"], version=row["version"])
 
 
 def record_from_aggregate(instance: Instance) -> InstanceRecord:

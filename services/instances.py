@@ -9,6 +9,8 @@ again on fresh state, so no caller sees a spurious conflict.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -28,7 +30,7 @@ from services.catalog import CatalogService
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 12
 
 
 @dataclass(frozen=True)
@@ -210,11 +212,17 @@ def _uuid(value: UUID | str) -> UUID:
 
 
 def _retrying(attempt: Callable[[], T]) -> T:
-    for remaining in range(MAX_ATTEMPTS - 1, -1, -1):
+    """Run ``attempt`` until its save wins the version check.
+
+    Concurrent creates in one tenant all write its Quota aggregate, so they collide by design; a short,
+    growing, jittered pause spreads the retries out instead of letting them collide again in step.
+    """
+    for tried in range(1, MAX_ATTEMPTS + 1):
         try:
             return attempt()
         except IntegrityError:
-            if not remaining:
+            if tried == MAX_ATTEMPTS:
                 raise
             log.info("concurrent write to the same aggregate; running the command again on fresh state")
+            time.sleep(random.uniform(0, 0.002 * 2 ** min(tried, 6)))
     raise AssertionError("unreachable")

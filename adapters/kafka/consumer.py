@@ -136,6 +136,9 @@ class ConsumerRunner:
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(500, self._session_timeout_ms // 3),
             max_poll_records=self._max_records,
+            # A fetch the broker parks waiting for data can hold a record that arrived meanwhile for the
+            # whole wait (tansu); every hop of an operation pays it, so keep the park short.
+            fetch_max_wait_ms=100,
             # Notice a topic recreated by a restarted broker within seconds, not minutes.
             metadata_max_age_ms=5000,
         )

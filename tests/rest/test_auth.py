@@ -116,6 +116,17 @@ def test_a_tampered_token_is_refused(tmp_path: Path) -> None:
         authority.authenticate(f"{prefix}.{forged_body}.{signature}")
 
 
+def test_a_token_verified_once_still_expires(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    authority = LocalTokenAuthority(load_or_create_key(tmp_path), clock=lambda: now[0])
+    token = authority.issue(project_id="p", user_id="u", ttl_s=60)
+    assert authority.authenticate(token).project_id == "p"
+    assert authority.authenticate(token).project_id == "p"  # from the cache of verified tokens
+    now[0] += 61
+    with pytest.raises(InvalidToken, match="expired"):
+        authority.authenticate(token)
+
+
 def test_cli_issues_a_token_and_prints_only_the_token(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TROVE_ES_")}
     env["PYTHONPATH"] = str(REPO_ROOT)

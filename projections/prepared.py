@@ -1,0 +1,42 @@
+"""A read compiled once and run straight on a pooled DBAPI connection.
+
+For the API's hottest query (a show): SQLAlchemy's per-execution work (connection and result
+objects, events, parameter and type processing) cost several times the query itself on SQLite.
+Everything a caller gets is plain: a mapping of column name to the driver's value, so JSON columns
+may arrive as text (SQLite) or already decoded (PostgreSQL) — see ``json_value``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Engine, Select
+
+
+class PreparedRead:
+    def __init__(self, engine: Engine, statement: Select[Any]) -> None:
+        self._engine = engine
+        self._compiled = statement.compile(dialect=engine.dialect)
+        self._sql = str(self._compiled)
+        self._positions = self._compiled.positiontup  # None for drivers that take named parameters
+        self._names = [column.key for column in statement.selected_columns]
+
+    def first(self, **parameters: Any) -> dict[str, Any] | None:
+        values = self._compiled.construct_params(parameters)
+        arguments: Any = [values[name] for name in self._positions] if self._positions is not None else values
+        connection = self._engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(self._sql, arguments)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        finally:
+            connection.close()  # back to the pool, which rolls back whatever the driver opened
+        return dict(zip(self._names, row, strict=True)) if row is not None else None
+
+
+def json_value(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
