@@ -25,16 +25,15 @@ class PreparedRead:
     def first(self, **parameters: Any) -> dict[str, Any] | None:
         values = self._compiled.construct_params(parameters)
         arguments: Any = [values[name] for name in self._positions] if self._positions is not None else values
-        connection = self._engine.raw_connection()
-        try:
-            cursor = connection.cursor()
+        # A Connection, not a bare pool checkout, so the engine's execution options (a read-only
+        # engine's autocommit) apply to the driver connection used underneath.
+        with self._engine.connect() as connection:
+            cursor = connection.connection.dbapi_connection.cursor()
             try:
                 cursor.execute(self._sql, arguments)
                 row = cursor.fetchone()
             finally:
                 cursor.close()
-        finally:
-            connection.close()  # back to the pool, which rolls back whatever the driver opened
         return dict(zip(self._names, row, strict=True)) if row is not None else None
 
 
