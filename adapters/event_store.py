@@ -16,8 +16,18 @@ from adapters.sql.schema import schema_lock_key
 A = TypeVar("A", bound=Application[Any])
 
 
+# Aggregates kept in each process's memory. A cached one is brought up to date with the events stored
+# since (one query) instead of replayed from its first event, and handed out as a copy, so a command
+# that fails its version check leaves nothing behind in the cache.
+AGGREGATE_CACHE = {"AGGREGATE_CACHE_MAXSIZE": "10000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
+
+
 def event_store_env(url: str) -> dict[str, str]:
     """eventsourcing settings for a ``sqlite:///path`` or ``postgresql://…`` event store URL."""
+    return {**_persistence_env(url), **AGGREGATE_CACHE}
+
+
+def _persistence_env(url: str) -> dict[str, str]:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":

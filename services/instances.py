@@ -13,10 +13,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from domain.context import OperationContext
@@ -48,6 +49,10 @@ class CreateInstance:
 
 
 class InstanceService(TroveApplication):
+    # A tenant's quota is written by every create and delete it ever had; a snapshot every 50 events
+    # keeps loading it short however old the tenant is.
+    snapshotting_intervals: ClassVar[dict[type[Aggregate], int]] = {Quota: 50}
+
     def __init__(self, *args: Any, quota_defaults: dict[str, int] | None = None, region: str = "RegionOne",
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

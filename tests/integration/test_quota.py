@@ -59,3 +59,22 @@ def test_limits_changed_by_an_admin_apply_to_the_next_request(postgres_url: str)
     service.set_quota_limits(admin, "t1", {"instances": 2, "volumes": 16})
     service.create(OperationContext(request_id="req-3", tenant_id="t1"), request)
     service.close()
+
+
+def test_a_long_lived_quota_is_snapshotted_and_reads_back_the_same(postgres_url: str) -> None:
+    writer = InstanceService(env=event_store_env(postgres_url), quota_defaults={"instances": -1, "volumes": -1})
+    writer.catalog.seed(CATALOG)
+    request = CreateInstance(name="db", flavor_ref="2", volume_size=1, datastore="mysql", datastore_version=None)
+    for n in range(55):
+        writer.create(OperationContext(request_id=f"req-{n}", tenant_id="busy"), request)
+    quota = writer.quota("busy")
+    assert quota is not None and quota.version >= 50
+    assert list(writer.snapshots.get(quota.id)), "a snapshot was taken"
+    # Another process, with a cold cache, reads the same state from the snapshot and the events after it.
+    reader = InstanceService(env=event_store_env(postgres_url))
+    fresh = reader.quota("busy")
+    assert fresh is not None
+    assert (fresh.version, fresh.reservations, fresh.in_use) == (quota.version, quota.reservations, quota.in_use)
+    assert len(fresh.reservations) == 55
+    writer.close()
+    reader.close()
