@@ -66,6 +66,12 @@ def test_links_follow_the_forwarded_host(api: Api) -> None:
     assert created["links"][0]["href"].startswith(f"https://trove.example/v1.0/{TENANT}/instances/")
 
 
+def test_forwarded_garbage_never_reaches_a_link(api: Api) -> None:
+    result = api.get("/", token=None, headers={"Forwarded": 'host="a b";proto=gopher'})
+    href = result.json["versions"][0]["links"][0]["href"]
+    assert href.startswith("http://") and " " not in href and "gopher" not in href
+
+
 def test_the_openapi_document_covers_every_route_and_method(api: Api) -> None:
     document = api.get("/v1.0/openapi.json", token=None).json
     assert document["openapi"] == "3.1.0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -26,8 +27,18 @@ class Operation:
     public: bool = False
 
 
+_PUBLIC_PREFIX = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$")
+
+
+def public_prefix(req: falcon.Request) -> str:
+    """Where clients reach the API, for links: as a proxy forwards it (``Forwarded``, ``X-Forwarded-*``),
+    unless what arrived is not a plain http(s) address, which would put a client's garbage in links."""
+    forwarded = req.forwarded_prefix
+    return forwarded if _PUBLIC_PREFIX.match(forwarded) else req.prefix
+
+
 def links(req: falcon.Request, tenant_id: str) -> Links:
-    return Links(req.forwarded_prefix, tenant_id)
+    return Links(public_prefix(req), tenant_id)
 
 
 def identity(req: falcon.Request) -> Identity:

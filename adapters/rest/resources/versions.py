@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import falcon
 
 from adapters.rest import responses, views
-from adapters.rest.resources import Operation
+from adapters.rest.resources import Operation, public_prefix
 
 
 class VersionsResource:
@@ -16,7 +16,7 @@ class VersionsResource:
         "get": Operation("List the API versions", response=responses.Versions, public=True)}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = views.versions(req.forwarded_prefix)
+        resp.media = views.versions(public_prefix(req))
 
 
 class VersionResource:
@@ -24,7 +24,7 @@ class VersionResource:
         "get": Operation("Show API version 1.0", response=responses.VersionShow, public=True)}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"version": views.api_version(req.forwarded_prefix)}
+        resp.media = {"version": views.api_version(public_prefix(req))}
 
 
 class HealthcheckResource:
