@@ -27,6 +27,12 @@ def read_model_engine(settings: Settings) -> Engine:
     return _engine(settings.read_model_url)
 
 
+def fake_cloud_engine(settings: Settings) -> Engine:
+    """The fake cloud's own database: a real cloud's state is not in ours, and on SQLite its writes
+    then do not queue behind the read models' on one file lock."""
+    return _engine(settings.fake_cloud_url)
+
+
 def event_store_engine(settings: Settings) -> Engine:
     return _engine(settings.event_store_url)
 

@@ -104,7 +104,7 @@ def _instance_service(settings: Settings) -> Any:
 
 
 def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
-    from adapters.bootstrap import read_model_engine
+    from adapters.bootstrap import fake_cloud_engine, read_model_engine
     from adapters.compute.fake import FakeCompute
     from adapters.compute.guest_channel import KafkaGuestChannel
     from adapters.kafka.lease import lease_for
@@ -115,8 +115,9 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
     engine = read_model_engine(settings)
     instances = _instance_service(settings)
     guests = KafkaGuestChannel(settings.kafka_bootstrap_servers, settings.topics.guest_prefix)
-    manager = TaskManager(instances=instances, compute=FakeCompute.from_settings(settings, engine), guests=guests,
-                          engine=engine, usage_timeout_s=settings.usage_timeout_s,
+    compute = FakeCompute.from_settings(settings, fake_cloud_engine(settings))
+    manager = TaskManager(instances=instances, compute=compute, guests=guests, engine=engine,
+                          usage_timeout_s=settings.usage_timeout_s,
                           lease=lease_for(engine, settings.read_model_url, settings.group_id("task-manager")))
     runner = _process_runner(settings, manager, settings.topics.events, settings.events_partitions,
                              domain_catalog().decode)
@@ -154,11 +155,11 @@ def cmd_conductor(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_fake_guests(settings: Settings, _args: argparse.Namespace) -> int:
-    from adapters.bootstrap import read_model_engine
+    from adapters.bootstrap import fake_cloud_engine
     from adapters.guest_sim import FakeGuestFleet
 
     settings = resolve_bootstrap(settings)
-    fleet = FakeGuestFleet.from_settings(settings, read_model_engine(settings))
+    fleet = FakeGuestFleet.from_settings(settings, fake_cloud_engine(settings))
     _stop_on_signals(fleet.stop)
     log.info("simulated guests (fakes) answering on %s*", settings.topics.guest_prefix)
     fleet.run()

@@ -34,6 +34,7 @@ class Settings:
     data_dir: Path = Path("./var")
     event_store_url: str = ""
     read_model_url: str = ""
+    fake_cloud_url: str = ""
     kafka_bootstrap_servers: str = ""
     topics: Topics = field(default_factory=Topics)
     events_partitions: int = 8
@@ -132,6 +133,8 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("TROVE_ES_REPORT_INTERVAL_S", "10", "How often guests send heartbeats (Trove's `report_interval`)."),
     ("TROVE_ES_COMPUTE_DRIVER", "fake", "`fake`: simulated servers, volumes and guests (no cloud needed)."),
     ("TROVE_ES_FAKE_COMPUTE_DELAY_S", "0.5", "How long the fake compute takes to build or change a server."),
+    ("TROVE_ES_FAKE_CLOUD_URL", "sqlite:///<data dir>/fake_cloud.db",
+     "Where the fake compute keeps its servers and the simulated guests their state (a cloud of its own)."),
     ("TROVE_ES_FAKE_COMPUTE_MAX_SERVERS", "-1",
      "Fake compute's server quota; a create beyond it fails as Nova's quota would (-1: unlimited)."),
     ("TROVE_ES_FAKE_IMAGE_MIN_DISK_GB", "0",
@@ -189,13 +192,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
     event_store_url = text("EVENT_STORE_URL", f"sqlite:///{data_dir / 'events.db'}")
     read_model_url = text("READ_MODEL_URL", f"sqlite:///{data_dir / 'read_models.db'}")
-    for name, url in (("EVENT_STORE_URL", event_store_url), ("READ_MODEL_URL", read_model_url)):
+    fake_cloud_url = text("FAKE_CLOUD_URL", f"sqlite:///{data_dir / 'fake_cloud.db'}")
+    for name, url in (("EVENT_STORE_URL", event_store_url), ("READ_MODEL_URL", read_model_url),
+                      ("FAKE_CLOUD_URL", fake_cloud_url)):
         if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
             raise SettingsError(f"{PREFIX}{name} must be a sqlite:// or postgresql:// URL")
     return Settings(
         data_dir=data_dir,
         event_store_url=event_store_url,
         read_model_url=read_model_url,
+        fake_cloud_url=fake_cloud_url,
         kafka_bootstrap_servers=text("KAFKA_BOOTSTRAP_SERVERS", ""),
         topics=topics,
         events_partitions=integer("EVENTS_PARTITIONS", 8),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from adapters.bootstrap import read_model_engine
+from adapters.bootstrap import fake_cloud_engine
 from adapters.compute.base import ComputeQuotaExceeded, ServerSpec
 from adapters.compute.fake import FakeCompute
 from adapters.guest_sim import fake_guests
@@ -82,7 +82,7 @@ def test_an_instance_is_built_restarted_resized_and_deleted(side: WriteSide) -> 
     assert side.get(instance_id).deleted
     assert side.event_types(instance_id)[-2:] == ["Deleted", "OperationSucceeded"]
     assert _quota_settled(side, 0, 0), "the delete released the instance's quota in the same save"
-    engine = read_model_engine(side.settings)
+    engine = fake_cloud_engine(side.settings)
     assert FakeCompute(engine).get(instance_id) is None
 
     def guest_gone() -> bool:
