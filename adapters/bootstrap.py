@@ -27,6 +27,10 @@ def read_model_engine(settings: Settings) -> Engine:
     return _engine(settings.read_model_url)
 
 
+def task_manager_engine(settings: Settings) -> Engine:
+    return _engine(settings.task_manager_url)
+
+
 def fake_cloud_engine(settings: Settings) -> Engine:
     """The fake cloud's own database: a real cloud's state is not in ours, and on SQLite its writes
     then do not queue behind the read models' on one file lock."""

@@ -83,14 +83,14 @@ def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _process_runner(settings: Settings, process: Any, topic: str, partitions: int,
-                    decode: Callable[[bytes], Any]) -> ConsumerRunner:
-    """A consumer runner for one of the stack's own processes (task manager, conductor)."""
-    from adapters.bootstrap import read_model_engine
+                    decode: Callable[[bytes], Any], engine: Any) -> ConsumerRunner:
+    """A consumer runner for one of the stack's own processes (task manager, conductor), committing its
+    offsets in ``engine``'s database, with the process's own effects."""
     from adapters.kafka.consumer import ConsumerRunner
 
     return ConsumerRunner(
         name=process.name, group_id=settings.group_id(process.name), topics={topic: partitions}, decode=decode,
-        apply=process.apply, apply_batch=getattr(process, "apply_batch", None), engine=read_model_engine(settings),
+        apply=process.apply, apply_batch=getattr(process, "apply_batch", None), engine=engine,
         bootstrap_servers=settings.kafka_bootstrap_servers, dead_letter_topic=settings.topics.dead_letter,
         session_timeout_ms=settings.kafka_session_timeout_ms, max_records=settings.consumer_max_records)
 
@@ -104,7 +104,7 @@ def _instance_service(settings: Settings) -> Any:
 
 
 def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
-    from adapters.bootstrap import fake_cloud_engine, read_model_engine
+    from adapters.bootstrap import fake_cloud_engine, task_manager_engine
     from adapters.compute.fake import FakeCompute
     from adapters.compute.guest_channel import KafkaGuestChannel
     from adapters.kafka.lease import lease_for
@@ -112,15 +112,15 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
     from services.task_manager import TaskManager
 
     settings = resolve_bootstrap(settings)
-    engine = read_model_engine(settings)
+    engine = task_manager_engine(settings)
     instances = _instance_service(settings)
     guests = KafkaGuestChannel(settings.kafka_bootstrap_servers, settings.topics.guest_prefix)
     compute = FakeCompute.from_settings(settings, fake_cloud_engine(settings))
     manager = TaskManager(instances=instances, compute=compute, guests=guests, engine=engine,
                           usage_timeout_s=settings.usage_timeout_s,
-                          lease=lease_for(engine, settings.read_model_url, settings.group_id("task-manager")))
+                          lease=lease_for(engine, settings.task_manager_url, settings.group_id("task-manager")))
     runner = _process_runner(settings, manager, settings.topics.events, settings.events_partitions,
-                             domain_catalog().decode)
+                             domain_catalog().decode, engine)
     _stop_on_signals(lambda: (runner.stop(), manager.stop()))
     log.info("task manager consuming %s as group %s", settings.topics.events, settings.group_id(manager.name))
     manager.start_driver()
@@ -142,9 +142,10 @@ def cmd_conductor(settings: Settings, _args: argparse.Namespace) -> int:
     settings = resolve_bootstrap(settings)
     instances = _instance_service(settings)
     conductor = Conductor(instances)
-    create_tables(read_model_engine(settings), conductor.metadata)
+    engine = read_model_engine(settings)  # heartbeats are joined into the instance view's reads
+    create_tables(engine, conductor.metadata)
     runner = _process_runner(settings, conductor, settings.topics.conductor, settings.conductor_partitions,
-                             conductor.decode)
+                             conductor.decode, engine)
     _stop_on_signals(runner.stop)
     log.info("conductor consuming %s as group %s", settings.topics.conductor, settings.group_id(conductor.name))
     try:

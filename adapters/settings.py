@@ -35,6 +35,7 @@ class Settings:
     event_store_url: str = ""
     read_model_url: str = ""
     fake_cloud_url: str = ""
+    task_manager_url: str = ""
     kafka_bootstrap_servers: str = ""
     topics: Topics = field(default_factory=Topics)
     events_partitions: int = 8
@@ -133,6 +134,8 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("TROVE_ES_REPORT_INTERVAL_S", "10", "How often guests send heartbeats (Trove's `report_interval`)."),
     ("TROVE_ES_COMPUTE_DRIVER", "fake", "`fake`: simulated servers, volumes and guests (no cloud needed)."),
     ("TROVE_ES_FAKE_COMPUTE_DELAY_S", "0.5", "How long the fake compute takes to build or change a server."),
+    ("TROVE_ES_TASK_MANAGER_URL", "(the read models' URL; with SQLite read models, <data dir>/task_manager.db)",
+     "Database of the task manager's work items, offsets and lease (shared by all task managers)."),
     ("TROVE_ES_FAKE_CLOUD_URL", "sqlite:///<data dir>/fake_cloud.db",
      "Where the fake compute keeps its servers and the simulated guests their state (a cloud of its own)."),
     ("TROVE_ES_FAKE_COMPUTE_MAX_SERVERS", "-1",
@@ -193,8 +196,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     event_store_url = text("EVENT_STORE_URL", f"sqlite:///{data_dir / 'events.db'}")
     read_model_url = text("READ_MODEL_URL", f"sqlite:///{data_dir / 'read_models.db'}")
     fake_cloud_url = text("FAKE_CLOUD_URL", f"sqlite:///{data_dir / 'fake_cloud.db'}")
+    # Shared by every task manager of a deployment (its lease and work items): the read models' database,
+    # unless that is a SQLite file, where a file of its own keeps it off the projections' write lock.
+    task_manager_url = text("TASK_MANAGER_URL", f"sqlite:///{data_dir / 'task_manager.db'}"
+                            if read_model_url.startswith("sqlite") else read_model_url)
     for name, url in (("EVENT_STORE_URL", event_store_url), ("READ_MODEL_URL", read_model_url),
-                      ("FAKE_CLOUD_URL", fake_cloud_url)):
+                      ("FAKE_CLOUD_URL", fake_cloud_url), ("TASK_MANAGER_URL", task_manager_url)):
         if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
             raise SettingsError(f"{PREFIX}{name} must be a sqlite:// or postgresql:// URL")
     return Settings(
@@ -202,6 +209,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         event_store_url=event_store_url,
         read_model_url=read_model_url,
         fake_cloud_url=fake_cloud_url,
+        task_manager_url=task_manager_url,
         kafka_bootstrap_servers=text("KAFKA_BOOTSTRAP_SERVERS", ""),
         topics=topics,
         events_partitions=integer("EVENTS_PARTITIONS", 8),

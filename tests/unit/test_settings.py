@@ -69,3 +69,11 @@ def test_the_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name, default, _meaning in SETTINGS_DOC:
         assert f"| `{name}` | `{default}` |" in readme, f"README's configuration table lacks {name}"
+
+
+def test_the_task_manager_shares_a_postgresql_read_model_database_but_not_a_sqlite_file(tmp_path: Path) -> None:
+    embedded = load_settings({"TROVE_ES_DATA_DIR": str(tmp_path)})
+    assert embedded.task_manager_url == f"sqlite:///{tmp_path.resolve()}/task_manager.db"
+    assert embedded.fake_cloud_url == f"sqlite:///{tmp_path.resolve()}/fake_cloud.db"
+    production = load_settings({"TROVE_ES_READ_MODEL_URL": "postgresql://trove@db/reads"})
+    assert production.task_manager_url == "postgresql://trove@db/reads", "every task manager must share it"
