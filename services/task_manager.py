@@ -41,11 +41,6 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from adapters.compute.base import ComputeDriver, ComputeError, ServerSpec
-from adapters.compute.guest_channel import GuestChannel
-from adapters.kafka.lease import Lease, LeaseLost
-from adapters.sql.engine import read_only
-from adapters.sql.schema import create_tables
 from domain import guest_protocol as protocol
 from domain.catalog import domain_catalog
 from domain.context import OperationContext
@@ -63,6 +58,7 @@ from domain.statuses import (
     ServiceStatus,
 )
 from services.instances import InstanceService
+from services.ports import ComputeDriver, ComputeError, GuestChannel, Lease, LeaseLost, ServerSpec
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +114,7 @@ class TaskManager:
     metadata = metadata
 
     def __init__(self, *, instances: InstanceService, compute: ComputeDriver, guests: GuestChannel, engine: Engine,
+                 reader: Engine | None = None,
                  usage_timeout_s: float, operation_timeout_s: float | None = None, lease: Lease | None = None,
                  workers: int = 8, poll_s: float = 0.05, compute_poll_s: float = 0.1, recheck_s: float = 5.0,
                  server_ip: str | None = None, clock: Callable[[], float] = time.time) -> None:
@@ -126,7 +123,8 @@ class TaskManager:
         self.guests = guests
         self.catalog = domain_catalog()
         self._engine = engine
-        self._reader = read_only(engine)  # polls and lookups: on SQLite they need not queue behind writers
+        # Polls and lookups; a read-only engine (``adapters.sql.engine.read_only``) keeps them off writers' locks.
+        self._reader = reader or engine
         self.usage_timeout_s = usage_timeout_s
         self.operation_timeout_s = operation_timeout_s if operation_timeout_s is not None else usage_timeout_s
         self._lease = lease
@@ -142,7 +140,6 @@ class TaskManager:
         self._busy_lock = threading.Lock()
         self._driver: threading.Thread | None = None
         self._images: dict[str, str] = {}
-        create_tables(engine, metadata)
         self._steps: dict[tuple[str, str], Callable[[dict[str, Any]], Outcome]] = {
             ("create", "create_server"): self._create_server, ("create", "wait_server"): self._wait_server,
             ("create", "prepare"): self._prepare, ("create", AWAIT_HEALTHY): self._await_healthy,

@@ -39,11 +39,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from adapters.compute.base import GIB, ComputeError, ComputeQuotaExceeded, Server, ServerSpec
 from adapters.settings import Settings
 from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
 from domain.statuses import SERVER_ACTIVE, SERVER_BUILD, SERVER_ERROR, SERVER_REBOOT, SERVER_RESIZE
+from services.ports import GIB, ComputeError, ComputeQuotaExceeded, Server, ServerSpec
 
 metadata = MetaData()
 

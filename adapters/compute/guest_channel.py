@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError, UnknownTopicOrPartitionError
@@ -19,16 +18,9 @@ from domain.guest_protocol import GuestCommand
 log = logging.getLogger(__name__)
 
 
-class GuestChannel(Protocol):
-    def topic(self, instance_id: str) -> str: ...
-    def ensure(self, instance_id: str) -> str: ...
-    def exists(self, instance_id: str) -> bool: ...
-    def send(self, command: GuestCommand) -> None: ...
-    def remove(self, instance_id: str) -> None: ...
-    def close(self) -> None: ...
-
-
 class KafkaGuestChannel:
+    """The ``GuestChannel`` on Kafka: one single-partition command topic per instance."""
+
     def __init__(self, bootstrap_servers: str, prefix: str, send_timeout_s: float = 15.0) -> None:
         self._bootstrap = bootstrap_servers
         self._prefix = prefix

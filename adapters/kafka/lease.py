@@ -14,22 +14,13 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from services.ports import Lease, LeaseLost
+
 log = logging.getLogger(__name__)
-
-
-class LeaseLost(RuntimeError):
-    pass
-
-
-class Lease(Protocol):
-    def try_acquire(self) -> bool: ...
-    def check(self) -> None: ...
-    def release(self) -> None: ...
 
 
 class PostgresAdvisoryLease:

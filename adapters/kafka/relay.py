@@ -27,12 +27,13 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from sqlalchemy import Engine, select
 
-from adapters.kafka.lease import Lease, LeaseLost, acquire
+from adapters.kafka.lease import acquire
 from adapters.kafka.topics import TopicUnavailable, admin_client, ensure_topic, topic_id
 from adapters.sql.schema import create_tables
 from adapters.sql.tracking import relay_positions, tracking_metadata
 from adapters.sql.upsert import upsert_statement
 from domain.public_events import to_public_event
+from services.ports import Lease, LeaseLost
 
 log = logging.getLogger(__name__)
 

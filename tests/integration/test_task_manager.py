@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import select
 
 from adapters.bootstrap import fake_cloud_engine
-from adapters.compute.base import ComputeQuotaExceeded, ServerSpec
 from adapters.compute.fake import FakeCompute
 from adapters.guest_sim import fake_guests
 from adapters.kafka.broker import EmbeddedBroker
 from adapters.kafka.topics import admin_client, topic_id
 from domain.statuses import ServiceStatus, TaskStatus
+from services.ports import ComputeQuotaExceeded, ServerSpec
 from tests.support.trove_processes import TENANT, WriteSide, write_side
 
 pytestmark = pytest.mark.integration

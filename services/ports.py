@@ -1,7 +1,9 @@
-"""The compute port: what the task manager needs from a cloud, and how a cloud says no.
+"""The task manager's ports: what it needs from a cloud, from the guests' transport, and from a lease.
 
-Every call is keyed by the *instance* id, not the server id, so the task manager can repeat any
-step after a crash without remembering what the cloud answered: ``create`` for an instance that
+Adapters implement them (``adapters/compute``, ``adapters/kafka``); the task manager sees only these.
+
+Every compute call is keyed by the *instance* id, not the server id, so the task manager can repeat
+any step after a crash without remembering what the cloud answered: ``create`` for an instance that
 already has a server returns that server, ``delete`` of a missing one does nothing.
 """
 
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from domain.guest_protocol import GuestCommand
 
 GIB = 1024 ** 3
 
@@ -84,3 +88,26 @@ class ComputeDriver(Protocol):
     def delete(self, instance_id: str) -> None:
         """Delete the server and its volume; nothing happens when there is none."""
         ...
+
+
+class GuestChannel(Protocol):
+    """Commands to one guest, on a channel of its own that exists before its first command."""
+
+    def topic(self, instance_id: str) -> str: ...
+    def ensure(self, instance_id: str) -> str: ...
+    def exists(self, instance_id: str) -> bool: ...
+    def send(self, command: GuestCommand) -> None: ...
+    def remove(self, instance_id: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class LeaseLost(RuntimeError):
+    """The lease was taken away (its connection died); whoever held it must stop acting as the one."""
+
+
+class Lease(Protocol):
+    """Only one holder at a time across the deployment (one task manager driver, one relay)."""
+
+    def try_acquire(self) -> bool: ...
+    def check(self) -> None: ...
+    def release(self) -> None: ...
