@@ -77,7 +77,7 @@ class FakeGuestFleet:
     def __init__(self, *, compute: FakeCompute, engine: Engine, bootstrap_servers: str, guest_prefix: str,
                  conductor_topic: str, conductor_partitions: int = 1, report_interval_s: float = 10.0,
                  action_delay_s: float = 0.0, never_healthy_marker: str | None = NEVER_HEALTHY_MARKER,
-                 scan_s: float = 0.1, clock: Callable[[], float] = time.time) -> None:
+                 scan_s: float = 0.05, clock: Callable[[], float] = time.time) -> None:
         self._compute = compute
         self._engine = engine
         self._reader = read_only(engine)  # polls and lookups: on SQLite they need not queue behind writers
@@ -126,7 +126,7 @@ class FakeGuestFleet:
                     self._scan(admin, consumer)
                     next_scan = now + self._scan_s
                 if consumer.assignment():
-                    for partition, records in consumer.poll(timeout_ms=50).items():
+                    for partition, records in consumer.poll(timeout_ms=20).items():
                         guest = self._by_topic(partition.topic)
                         if guest is not None:
                             guest.queue.extend((r.offset, r.value) for r in records)
