@@ -1,10 +1,10 @@
 """``FakeCompute``: simulated servers and volumes, for stacks and tests without an OpenStack cloud.
 
-Nothing boots. Each instance's server is a row in ``fake_compute_servers`` in the read-model
-database, so a restarted task manager and the simulated guests (another process) see the same
-servers. A change takes ``delay_s`` to show: the row holds the state to come (``pending``) and the
-time it arrives (``ready_at``), and every read folds it in, so no background thread is needed and
-``delay_s=0`` makes every change immediate.
+Nothing boots. Each instance's server is a row in ``fake_compute_servers`` in the fake cloud's
+database (``TROVE_ES_FAKE_CLOUD_URL``), so a restarted task manager and the simulated guests
+(another process) see the same servers. A change takes ``delay_s`` to show: the row holds the
+state to come (``pending``) and the time it arrives (``ready_at``), and every read folds it in, so no
+background thread is needed and ``delay_s=0`` makes every change immediate.
 
 Failures to inject (constructor arguments, or the ``TROVE_ES_FAKE_*`` settings):
 
@@ -12,6 +12,8 @@ Failures to inject (constructor arguments, or the ``TROVE_ES_FAKE_*`` settings):
   server in ERROR with Nova's fault ("Flavor's disk is too small for requested image. ...").
 - ``max_servers``: the project's server quota. A create beyond it raises ``ComputeQuotaExceeded``
   with Nova's message; servers in ERROR count, as they do in Nova.
+- A server whose name contains ``fake-undeletable`` ignores deletes, like a Nova server stuck in
+  ``deleting``, so the task manager's delete deadline can be seen to fire.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ fake_compute_servers = Table(
     Column("created_at", Float, nullable=False),
 )
 
+UNDELETABLE_MARKER = "fake-undeletable"
 _NAMESPACE = uuid.UUID("a7c3e9f2-4b1d-4c6e-9f0a-2d8b5e7c1f33")
 
 
@@ -164,7 +167,9 @@ class FakeCompute:
 
     def delete(self, instance_id: str) -> None:
         with self._engine.begin() as connection:
-            connection.execute(delete(fake_compute_servers).where(fake_compute_servers.c.instance_id == instance_id))
+            connection.execute(delete(fake_compute_servers).where(
+                fake_compute_servers.c.instance_id == instance_id,
+                fake_compute_servers.c.name.not_like(f"%{UNDELETABLE_MARKER}%")))
 
     # ------------------------------------------------------------------------------------------------
 

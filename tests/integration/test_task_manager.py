@@ -150,6 +150,19 @@ def test_a_guest_that_never_becomes_healthy_times_the_build_out(timeout_side: Wr
     side.wait(lambda: _quota_settled(side, 1, 2), "the timed-out create's quota to be committed")
 
 
+def test_a_delete_the_cloud_never_completes_fails_at_its_deadline(timeout_side: WriteSide) -> None:
+    side = timeout_side
+    side.start(*ALL)
+    instance_id = side.create(name="db-fake-undeletable", request_id="req-create")
+    assert type(side.wait_closed(instance_id, "req-create")).__name__ == "OperationSucceeded"
+    side.instances.delete(side.context("req-delete"), instance_id)
+    failed = side.wait_closed(instance_id, "req-delete")
+    assert type(failed).__name__ == "OperationFailed", "a delete that cannot finish ends, and says so"
+    assert "was not deleted in time" in failed.message and "delete the instance again" in failed.message
+    instance = side.get(instance_id)
+    assert not instance.deleted and instance.task is TaskStatus.NONE, "the server still exists: so does the instance"
+
+
 @pytest.fixture
 def slow_side(tmp_path: Path, broker: EmbeddedBroker, postgres_url: str) -> Iterator[WriteSide]:
     # Servers take a while to build, so the task manager is caught in the middle of one.
