@@ -61,6 +61,7 @@ from adapters.settings import Settings, SettingsError, load_settings
 from benchmarks.pipeline import (
     DEFAULT_POSTGRES,
     BenchmarkError,
+    Child,
     CpuSnapshot,
     Databases,
     cpu_snapshot,
@@ -234,45 +235,7 @@ def warm_up(endpoint: str, token: str, paths: Sequence[str]) -> None:
 # Processes ------------------------------------------------------------------------------------
 
 
-class Service:
-    """A child process in its own session, so Ctrl-C reaches only the benchmark, which then stops it in order."""
-
-    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        with open(log_path, "ab") as output:
-            self._process = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO_ROOT, env=dict(env),
-                                             stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-    def ensure_alive(self) -> None:
-        if self._process.poll() is not None:
-            raise BenchmarkError(f"{self.name} exited with {self._process.returncode}; "
-                                 f"its log ({self.log_path}) ends:\n{self.log_tail()}")
-
-    def log_tail(self, characters: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-characters:]
-
-    def stop(self) -> None:
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                log.warning("%s ignored SIGTERM for %.0fs; killing it", self.name, STOP_TIMEOUT_S)
-                self._process.kill()
-                self._process.wait()
-        # Its process group is the session it was started in, so holds only its own children: any left now
-        # outlived their parent and would hold ports and files.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._process.pid, signal.SIGKILL)
-            log.warning("%s left processes behind; killed them", self.name)
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, services: Sequence[Service],
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, services: Sequence[Child],
                interval_s: float = 0.1) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -334,9 +297,9 @@ class Stack:
         self.data_dir = data_dir
         self.settings = load_settings(env)
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.service = Service(f"trove-es up ({backend})",
-                               ["adapters.cli", "up", "--data-dir", str(data_dir), "--port", "0"], env,
-                               data_dir / "up.log")
+        self.service = Child(f"trove-es up ({backend})",
+                             ["adapters.cli", "up", "--data-dir", str(data_dir), "--port", "0"], env,
+                             data_dir / "up.log", stop_timeout_s=STOP_TIMEOUT_S)
         self.endpoint = ""
 
     def wait_until_serving(self) -> None:
@@ -410,13 +373,13 @@ def serve_baseline(body_path: Path, port: int) -> int:
     return 0
 
 
-def start_baseline(stack: Stack, body: bytes, work_dir: Path) -> tuple[Service, str]:
+def start_baseline(stack: Stack, body: bytes, work_dir: Path) -> tuple[Child, str]:
     body_path = work_dir / f"show-{stack.backend}.json"
     body_path.write_bytes(body)
     port = free_port("127.0.0.1")
-    service = Service(f"baseline server ({stack.backend})",
-                      ["benchmarks.api", "--serve-baseline", str(body_path), "--baseline-port", str(port)],
-                      stack.env, work_dir / f"baseline-{stack.backend}.log")
+    service = Child(f"baseline server ({stack.backend})",
+                    ["benchmarks.api", "--serve-baseline", str(body_path), "--baseline-port", str(port)],
+                    stack.env, work_dir / f"baseline-{stack.backend}.log", stop_timeout_s=STOP_TIMEOUT_S)
     endpoint = f"http://127.0.0.1:{port}"
     wait_until(lambda: answers(endpoint), STACK_START_TIMEOUT_S, f"the baseline server answering on {endpoint}",
                [service])

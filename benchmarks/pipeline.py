@@ -294,14 +294,20 @@ def measure_sql_insert(url: str, envelope: PublicEvent, events: int, per_transac
 
 
 class Child:
-    """One ``trove-es`` process of the pipeline, logging to its own file."""
+    """One child process of a benchmark (``python -m <module> ...``), logging to its own file.
 
-    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+    It runs in a session of its own, so Ctrl-C reaches only the benchmark, which then stops its children
+    in order; stopping also kills whatever the child left behind in that session (gunicorn's workers).
+    """
+
+    def __init__(self, name: str, command: list[str], env: Mapping[str, str], log_path: Path,
+                 stop_timeout_s: float = CHILD_STOP_TIMEOUT_S) -> None:
         self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        with open(self.log_path, "ab") as output:
-            self._process = subprocess.Popen([sys.executable, "-m", "adapters.cli", *args], cwd=REPO_ROOT,
-                                             env=dict(env), stdout=output, stderr=subprocess.STDOUT)
+        self.log_path = log_path
+        self._stop_timeout_s = stop_timeout_s
+        with open(log_path, "ab") as output:
+            self._process = subprocess.Popen([sys.executable, "-m", *command], cwd=REPO_ROOT, env=dict(env),
+                                             stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
     def pid(self) -> int:
@@ -310,18 +316,25 @@ class Child:
     def ensure_alive(self) -> None:
         if self._process.poll() is not None:
             raise BenchmarkError(f"{self.name} exited with {self._process.returncode}; "
-                                 f"log:\n{self.log_path.read_text(errors='replace')[-4000:]}")
+                                 f"its log ({self.log_path}) ends:\n{self.log_tail()}")
+
+    def log_tail(self, characters: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-characters:]
 
     def stop(self) -> None:
-        if self._process.poll() is not None:
-            return
-        self._process.send_signal(signal.SIGTERM)
-        try:
-            self._process.wait(CHILD_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            log.warning("%s ignored SIGTERM for %.0fs; killing it", self.name, CHILD_STOP_TIMEOUT_S)
-            self._process.kill()
-            self._process.wait()
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(self._stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s ignored SIGTERM for %.0fs; killing it", self.name, self._stop_timeout_s)
+                self._process.kill()
+                self._process.wait()
+        # Its process group is the session it was started in, so holds only its own children: any left now
+        # outlived their parent and would hold ports and files.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+            log.warning("%s left processes behind; killed them", self.name)
 
 
 def count_rows(engine: Engine) -> int:
@@ -383,9 +396,10 @@ def measure_end_to_end(settings: Settings, env: Mapping[str, str], log_dir: Path
     read_model = create_sql_engine(settings.read_model_url)
     children: list[Child] = []
     try:
-        relay = Child("relay", ["relay"], env, log_dir)
+        relay = Child("relay", ["adapters.cli", "relay"], env, log_dir / "relay.log")
         children.append(relay)
-        consumer = Child("consumer", ["consume", "--projection", PROJECTION_PATH], env, log_dir)
+        consumer = Child("consumer", ["adapters.cli", "consume", "--projection", PROJECTION_PATH], env,
+                         log_dir / "consumer.log")
         children.append(consumer)
         accounts = open_accounts(app, ACCOUNTS)
         wait_for_rows(read_model, ACCOUNTS, WARM_UP_TIMEOUT_S, children)
