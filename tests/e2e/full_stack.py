@@ -12,15 +12,13 @@ import urllib.error
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 from adapters.event_store import open_application
 from adapters.rest.local_tokens import LocalTokenAuthority
 from services.instances import InstanceService
 from tests.rest.served import ApiClient
 from tests.support.stack import StackProcess, stack_settings, wait_for
-
-CLOSING = ("OperationSucceeded", "OperationFailed")
+from tests.support.trove_processes import closing_events
 
 
 class FullStack(ApiClient):
@@ -69,8 +67,7 @@ class FullStack(ApiClient):
         return self.show(tenant, token, instance_id)
 
     def closing_events(self, instance_id: str, request_id: str) -> list[Any]:
-        return [e for e in self.store.repository.event_store.get(UUID(instance_id))
-                if type(e).__name__ in CLOSING and e.request_id == request_id]
+        return closing_events(self.store, instance_id, request_id)
 
     def wait_closed(self, instance_id: str, request_id: str) -> Any:
         """The one event that closed a request's operation."""

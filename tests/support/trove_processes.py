@@ -25,6 +25,12 @@ CATALOG = json.loads((REPO_ROOT / "adapters" / "default_catalog.json").read_text
 TENANT = "tenant-a"
 
 
+def closing_events(instances: InstanceService, instance_id: str, request_id: str) -> list[Any]:
+    """The OperationSucceeded/OperationFailed events of one request, from the event store."""
+    return [e for e in instances.repository.event_store.get(UUID(instance_id))
+            if type(e).__name__ in ("OperationSucceeded", "OperationFailed") and e.request_id == request_id]
+
+
 @dataclass
 class WriteSide:
     settings: Settings
@@ -65,9 +71,7 @@ class WriteSide:
         return [type(e).__name__ for e in self.events(instance_id)]
 
     def closing(self, instance_id: str, request_id: str) -> list[Any]:
-        """The OperationSucceeded/OperationFailed events of one request."""
-        return [e for e in self.events(instance_id)
-                if type(e).__name__ in ("OperationSucceeded", "OperationFailed") and e.request_id == request_id]
+        return closing_events(self.instances, instance_id, request_id)
 
     def wait_closed(self, instance_id: str, request_id: str, timeout: float = 60) -> Any:
         wait_for(lambda: bool(self.closing(instance_id, request_id)), timeout,
