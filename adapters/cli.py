@@ -139,14 +139,15 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_conductor(settings: Settings, _args: argparse.Namespace) -> int:
     from adapters.bootstrap import read_model_engine
+    from adapters.sql import guest_ledger
     from adapters.sql.schema import create_tables
     from services.conductor import Conductor
 
     settings = resolve_bootstrap(settings)
     instances = _instance_service(settings)
-    conductor = Conductor(instances)
+    conductor = Conductor(instances, guest_ledger.SqlGuestLedger())
     engine = read_model_engine(settings)  # heartbeats are joined into the instance view's reads
-    create_tables(engine, conductor.metadata)
+    create_tables(engine, guest_ledger.metadata)
     runner = _process_runner(settings, conductor, settings.topics.conductor, settings.conductor_partitions,
                              conductor.decode, engine)
     _stop_on_signals(runner.stop)

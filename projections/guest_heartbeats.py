@@ -6,7 +6,12 @@ facts nobody needs to replay. Only a *change* of status becomes an event; livene
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, MetaData, String, Table
+from collections.abc import Iterable
+
+from sqlalchemy import Column, Connection, Float, MetaData, String, Table
+
+from projections.upsert import upsert_statement
+from services.ports import GuestLiveness
 
 metadata = MetaData()
 
@@ -18,3 +23,12 @@ guest_heartbeats = Table(
     Column("last_seen_at", Float, nullable=False),  # epoch seconds, when the conductor received it
     Column("sent_at", Float, nullable=False),
 )
+
+
+def record_heartbeats(connection: Connection, beats: Iterable[GuestLiveness]) -> None:
+    """Make each beat its instance's one liveness row, in the caller's transaction."""
+    rows = [{"instance_id": b.instance_id, "service_status": b.service_status, "last_seen_at": b.last_seen_at,
+             "sent_at": b.sent_at} for b in beats]
+    if rows:
+        connection.execute(upsert_statement(connection, guest_heartbeats, ["instance_id"],
+                                            ["service_status", "last_seen_at", "sent_at"]), rows)

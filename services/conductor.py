@@ -1,6 +1,6 @@
 """The conductor: ingests guest heartbeats and results from the conductor topic.
 
-- A heartbeat refreshes the guest's liveness row (``guest_heartbeats``, read by the instance view).
+- A heartbeat refreshes the guest's liveness (the heartbeat read model, read by the instance view).
   Only a *change* of the datastore status becomes a ``ServiceStatusChanged`` event; while the status
   is RESTART_REQUIRED heartbeats change nothing (Trove).
 - A result closes the instance's open operation, and only when that operation has the result's
@@ -13,6 +13,9 @@ Reconciling a heartbeat with the instance means loading the aggregate. Thousands
 every few seconds with the same status, so a status already reconciled within ``reconcile_s`` is
 trusted without a load. The price: a status changed by someone else (an admin ``reset_status``)
 while the guest keeps reporting the same thing is put right up to ``reconcile_s`` later.
+
+What was last seen and the liveness are kept by a ``GuestLedger``, written in the transaction the
+consumer runner applies the batch in, so they commit with the batch's offsets.
 """
 
 from __future__ import annotations
@@ -24,35 +27,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Float, MetaData, String, Table, select, tuple_
-from sqlalchemy.orm import Session
-
-from adapters.sql.upsert import upsert_statement
 from domain import guest_protocol as protocol
 from domain.context import OperationContext
 from domain.errors import NotFound
 from domain.guest_protocol import GuestMessage, Heartbeat, Result
 from domain.instance import CREATE, RESIZE_FLAVOR, RESIZE_VOLUME, RESTART, Instance
 from domain.statuses import ServiceStatus
-from projections.guest_heartbeats import guest_heartbeats
 from services.instances import InstanceService
+from services.ports import GuestLedger, GuestLiveness, LastSeen
 from services.task_manager import local_ip
 
 log = logging.getLogger(__name__)
-
-metadata = MetaData()
-
-last_seen = Table(
-    "conductor_last_seen",
-    metadata,
-    Column("instance_id", String(64), primary_key=True),
-    Column("method", String(32), primary_key=True),
-    Column("sent_at", Float, nullable=False),
-    # Heartbeats only: the reported status last reconciled with the aggregate, and when.
-    Column("reconciled_status", String(64)),
-    Column("reconciled_at", Float),
-)
-guest_heartbeats.to_metadata(metadata)
 
 # The operation each command serves: a result may close that operation and no other.
 _OPERATION_OF = {protocol.PREPARE: CREATE, protocol.RESTART: RESTART, protocol.RESIZE_VOLUME: RESIZE_VOLUME,
@@ -72,11 +57,11 @@ class ConductorStats:
 
 class Conductor:
     name = "conductor"
-    metadata = metadata
 
-    def __init__(self, instances: InstanceService, *, reconcile_s: float = 60.0, server_ip: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, instances: InstanceService, ledger: GuestLedger, *, reconcile_s: float = 60.0,
+                 server_ip: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self.instances = instances
+        self.ledger = ledger
         self.reconcile_s = reconcile_s
         self.server_ip = server_ip or local_ip()
         self._clock = clock
@@ -86,54 +71,50 @@ class Conductor:
     def decode(raw: bytes) -> GuestMessage:
         return protocol.parse_guest_message(raw)
 
-    def apply(self, message: GuestMessage, session: Session) -> None:
-        self.apply_batch([message], session)
+    def apply(self, message: GuestMessage, transaction: Any) -> None:
+        self.apply_batch([message], transaction)
 
-    def apply_batch(self, messages: list[GuestMessage], session: Session) -> None:
+    def apply_batch(self, messages: list[GuestMessage], transaction: Any) -> None:
+        """Take a batch in the consumer's ``transaction``, which is handed to the ledger untouched."""
         if not messages:
             return
         log.debug("conductor: batch of %d messages", len(messages))
-        connection = session.connection()
-        keys = {(m.instance_id, m.method) for m in messages}
-        seen = {(r.instance_id, r.method): dict(r._mapping) for r in connection.execute(
-            select(last_seen).where(tuple_(last_seen.c.instance_id, last_seen.c.method).in_(keys)))}
-        changed: dict[tuple[str, str], dict[str, Any]] = {}
-        beats: dict[str, dict[str, Any]] = {}
+        seen = self.ledger.last_seen(transaction, {(m.instance_id, m.method) for m in messages})
+        changed: dict[tuple[str, str], LastSeen] = {}
+        beats: dict[str, GuestLiveness] = {}
         for message in messages:
             key = (message.instance_id, message.method)
             previous = seen.get(key)
-            if previous is not None and message.sent_at < previous["sent_at"]:
+            if previous is not None and message.sent_at < previous.sent_at:
                 self.stats.stale += 1
                 continue
-            row = {"instance_id": message.instance_id, "method": message.method, "sent_at": message.sent_at,
-                   "reconciled_status": None, "reconciled_at": None}
             if isinstance(message, Heartbeat):
-                if not self._heartbeat(message, previous, row):
+                reconciled = self._heartbeat(message, previous)
+                if reconciled is None:
                     continue
-                beats[message.instance_id] = {"instance_id": message.instance_id,
-                                              "service_status": message.service_status,
-                                              "last_seen_at": self._clock(), "sent_at": message.sent_at}
-            elif not self._result(message):
+                status, reconciled_at = reconciled
+                row = LastSeen(message.instance_id, message.method, message.sent_at, status, reconciled_at)
+                beats[message.instance_id] = GuestLiveness(message.instance_id, message.service_status,
+                                                           last_seen_at=self._clock(), sent_at=message.sent_at)
+            elif self._result(message):
+                row = LastSeen(message.instance_id, message.method, message.sent_at)
+            else:
                 continue
             seen[key] = changed[key] = row
         if changed:
-            connection.execute(upsert_statement(connection, last_seen, ["instance_id", "method"],
-                                                ["sent_at", "reconciled_status", "reconciled_at"]),
-                               list(changed.values()))
+            self.ledger.record_seen(transaction, list(changed.values()))
         if beats:
-            connection.execute(upsert_statement(connection, guest_heartbeats, ["instance_id"],
-                                                ["service_status", "last_seen_at", "sent_at"]), list(beats.values()))
+            self.ledger.record_liveness(transaction, list(beats.values()))
 
     # -----------------------------------------------------------------------------------------------
 
-    def _heartbeat(self, beat: Heartbeat, previous: dict[str, Any] | None, row: dict[str, Any]) -> bool:
-        """Reconcile the reported status; False when the instance is unknown here."""
+    def _heartbeat(self, beat: Heartbeat, previous: LastSeen | None) -> tuple[str, float] | None:
+        """Reconcile the reported status: the (status, when) last reconciled, None when the instance is unknown."""
         self.stats.heartbeats += 1
         now = self._clock()
-        if (previous is not None and previous["reconciled_status"] == beat.service_status
-                and previous["reconciled_at"] is not None and now - previous["reconciled_at"] < self.reconcile_s):
-            row.update(reconciled_status=previous["reconciled_status"], reconciled_at=previous["reconciled_at"])
-            return True
+        if (previous is not None and previous.reconciled_status == beat.service_status
+                and previous.reconciled_at is not None and now - previous.reconciled_at < self.reconcile_s):
+            return beat.service_status, previous.reconciled_at
         status = beat.status
         self.stats.reconciled += 1
 
@@ -149,8 +130,7 @@ class Conductor:
             self.stats.unknown_instances += 1
             log.warning("heartbeat from unknown instance %s dropped", beat.instance_id)
             return False
-        row.update(reconciled_status=beat.service_status, reconciled_at=now)
-        return True
+        return beat.service_status, now
 
     def _result(self, result: Result) -> bool:
         self.stats.results += 1

@@ -1,4 +1,4 @@
-"""The task manager's ports: what it needs from a cloud, from the guests' transport, and from a lease.
+"""The task manager's and conductor's ports: a cloud, the guests' transport, a lease, a ledger of guest messages.
 
 Adapters implement them (``adapters/compute``, ``adapters/kafka``); the task manager sees only these.
 
@@ -111,3 +111,45 @@ class Lease(Protocol):
     def try_acquire(self) -> bool: ...
     def check(self) -> None: ...
     def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LastSeen:
+    """The latest message the conductor took from one guest for one method (Trove's ``conductor_lastseen``)."""
+
+    instance_id: str
+    method: str
+    sent_at: float  # the guest's clock, so a message delayed in flight can be told from a newer one
+    # Heartbeats only: the reported status last reconciled with the aggregate, and when (conductor's clock).
+    reconciled_status: str | None = None
+    reconciled_at: float | None = None
+
+
+@dataclass(frozen=True)
+class GuestLiveness:
+    """A guest is alive and reports ``service_status``: the heartbeat read model's row for one instance."""
+
+    instance_id: str
+    service_status: str
+    last_seen_at: float  # the conductor's clock, when it took the heartbeat
+    sent_at: float
+
+
+class GuestLedger(Protocol):
+    """What the conductor keeps about guests' messages, written in the consumer's own transaction.
+
+    ``transaction`` is whatever the consumer runner applies a batch in; the ledger writes in it, so its
+    rows commit (or roll back) with the batch's offsets and a redelivered batch sees them as they were.
+    """
+
+    def last_seen(self, transaction: Any, keys: set[tuple[str, str]]) -> dict[tuple[str, str], LastSeen]:
+        """The stored rows for these (instance_id, method) keys; a key never seen is absent."""
+        ...
+
+    def record_seen(self, transaction: Any, rows: list[LastSeen]) -> None:
+        """Store these rows, replacing any with the same (instance_id, method)."""
+        ...
+
+    def record_liveness(self, transaction: Any, beats: list[GuestLiveness]) -> None:
+        """Refresh these guests' liveness, replacing any earlier row for the instance."""
+        ...

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from adapters.bootstrap import read_model_engine
 from adapters.kafka.broker import EmbeddedBroker
 from adapters.kafka.consumer import ConsumerRunner
+from adapters.sql import guest_ledger
 from adapters.sql.schema import create_tables
 from domain.guest_protocol import Heartbeat, Result
 from domain.statuses import ServiceStatus, TaskStatus
@@ -60,7 +61,7 @@ class Running:
 def _running(side: WriteSide, conductor: Conductor) -> Iterator[Running]:
     settings = side.settings
     engine = read_model_engine(settings)
-    create_tables(engine, conductor.metadata)
+    create_tables(engine, guest_ledger.metadata)
     runner = ConsumerRunner(name=conductor.name, group_id=settings.group_id(conductor.name),
                             topics={settings.topics.conductor: 2}, decode=conductor.decode, apply=conductor.apply,
                             apply_batch=conductor.apply_batch, engine=engine,
@@ -87,12 +88,13 @@ def side(tmp_path: Path, broker: EmbeddedBroker, postgres_url: str) -> Iterator[
 @pytest.fixture
 def strict(side: WriteSide) -> Iterator[Running]:
     # reconcile_s=0: every heartbeat is checked against the aggregate, none trusted from the cache.
-    yield from _running(side, Conductor(side.instances, reconcile_s=0.0, server_ip="198.51.100.9"))
+    yield from _running(side, Conductor(side.instances, guest_ledger.SqlGuestLedger(), reconcile_s=0.0,
+                                        server_ip="198.51.100.9"))
 
 
 @pytest.fixture
 def cached(side: WriteSide) -> Iterator[Running]:
-    yield from _running(side, Conductor(side.instances, reconcile_s=3600.0))
+    yield from _running(side, Conductor(side.instances, guest_ledger.SqlGuestLedger(), reconcile_s=3600.0))
 
 
 def _status_events(side: WriteSide, instance_id: str) -> list[str]:

@@ -1,0 +1,29 @@
+"""Dialect-aware INSERT … ON CONFLICT DO UPDATE, for PostgreSQL and SQLite alike.
+
+It lives with the read models because they write with it too, and projections may not import
+``adapters``; ``adapters.sql.upsert`` re-exports it for the adapters' own bookkeeping tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, Insert, Table, case
+from sqlalchemy.dialects import postgresql, sqlite
+
+
+def upsert_statement(connection: Connection, table: Table, keys: Sequence[str], updates: Sequence[str],
+                     greatest: Sequence[str] = ()) -> Insert:
+    """Insert, or update ``updates`` of the row with the same ``keys``; ``greatest`` columns keep the larger
+    of the stored and the new value (a concurrent, older write must not move them back)."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        insert = postgresql.insert(table)
+    elif dialect == "sqlite":
+        insert = sqlite.insert(table)
+    else:  # pragma: no cover - settings only allow the two
+        raise ValueError(f"no upsert for {dialect}")
+    set_ = {name: insert.excluded[name] for name in updates}
+    for name in greatest:
+        set_[name] = case((insert.excluded[name] > table.c[name], insert.excluded[name]), else_=table.c[name])
+    return insert.on_conflict_do_update(index_elements=list(keys), set_=set_)
