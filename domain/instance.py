@@ -62,6 +62,7 @@ class Instance(Aggregate):
         self.server_status: str | None = SERVER_BUILD
         self.service_status = ServiceStatus.NEW
         self.deleted = False
+        self.guest_topic: str | None = None  # set once prepare has been handed to the guest's channel
         self.operation: dict[str, Any] | None = {"name": operation, "request_id": context["request_id"],
                                                  "context": context}
         self.pending_change: dict[str, Any] = {}
@@ -83,7 +84,7 @@ class Instance(Aggregate):
 
     @event("PrepareSent")
     def record_prepare_sent(self, context: Context, guest_topic: str) -> None:
-        pass
+        self.guest_topic = guest_topic
 
     @event("ServiceStatusChanged")
     def _service_status_changed(self, context: Context, service_status: str, previous: str) -> None:
@@ -94,7 +95,22 @@ class Instance(Aggregate):
         if status is self.service_status or self.deleted:
             return False
         self._service_status_changed(context, status.description, self.service_status.description)
+        self._end_build_on(context, status)
         return True
+
+    def _end_build_on(self, context: Context, status: ServiceStatus) -> None:
+        """A build ends when its guest, once prepared, reports the datastore up or failed.
+
+        This is Trove's task manager waiting on the guest's status, decided where the status is
+        recorded: the same save closes the build, with no further round through the task manager.
+        """
+        if self.operation is None or self.operation["name"] != CREATE or self.guest_topic is None:
+            return
+        if status.build_outcome is True:
+            self.succeed(context)
+        elif status.build_outcome is False:
+            self.fail(context, message=f"Service not active, status: {status.description}", traceback=[],
+                      task="BUILDING_ERROR_SERVER")
 
     # User operations ------------------------------------------------------------------------------
 

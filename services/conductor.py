@@ -5,7 +5,8 @@
   is RESTART_REQUIRED heartbeats change nothing (Trove).
 - A result closes the instance's open operation, and only when that operation has the result's
   request_id and is the one the command serves, so a redelivered or late result does nothing.
-  A successful ``prepare`` closes nothing: the task manager finishes a build on the guest's status.
+  A successful ``prepare`` closes nothing: a build ends on the guest's reported status, in the
+  same save that records it (``Instance.change_service_status``).
 - A message older (by the guest's ``sent_at``) than the last one seen for the same
   (instance, method) is dropped, so a delayed heartbeat cannot roll a status back.
 
@@ -129,7 +130,7 @@ class Conductor:
         except NotFound:
             self.stats.unknown_instances += 1
             log.warning("heartbeat from unknown instance %s dropped", beat.instance_id)
-            return False
+            return None
         return beat.service_status, now
 
     def _result(self, result: Result) -> bool:

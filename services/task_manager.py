@@ -400,8 +400,9 @@ class TaskManager:
                    f"active. No usage create-event was sent.")
 
         def change(instance: Instance, context: dict[str, Any]) -> None:
-            instance.change_service_status(context, ServiceStatus.FAILED_TIMEOUT_GUESTAGENT)
+            # Failed first: the guest's new status would otherwise end the build with its own message.
             instance.fail(context, message=message, traceback=[], task="BUILDING_ERROR_TIMEOUT_GA")
+            instance.change_service_status(context, ServiceStatus.FAILED_TIMEOUT_GUESTAGENT)
 
         self._record(item, change)
         return self._park(item)
@@ -444,8 +445,10 @@ class TaskManager:
                 instance.record_server_provisioned(context, server.server_id, server.volume_id, server.status,
                                                    server.addresses)
 
+        if server.status == SERVER_ACTIVE:
+            return self._send_prepare(item, instance, provisioned)  # booted at once: one save for both
         self._record(item, provisioned)
-        return self._now("prepare" if server.status == SERVER_ACTIVE else "wait_server")
+        return self._now("wait_server")
 
     def _wait_server(self, item: dict[str, Any]) -> Outcome:
         instance = self._open_instance(item)
@@ -457,9 +460,11 @@ class TaskManager:
         if server.status == SERVER_ERROR:
             return self._server_failed(item, server.status, server.fault)
         if server.status == SERVER_ACTIVE:
-            if instance.server_status != SERVER_ACTIVE:
-                self._record(item, lambda i, c: i.record_server_status(c, SERVER_ACTIVE))
-            return self._now("prepare")
+            def active(instance: Instance, context: dict[str, Any]) -> None:
+                if instance.server_status != SERVER_ACTIVE:
+                    instance.record_server_status(context, SERVER_ACTIVE)
+
+            return self._send_prepare(item, instance, active)
         if self._expired(item):
             return self._build_timed_out(item)
         return Outcome("wait_server", self._clock() + self._compute_poll_s)
@@ -468,20 +473,39 @@ class TaskManager:
         instance = self._open_instance(item)
         if instance is None:
             return self._park(item)
-        detail = json.loads(item["detail"])
+        return self._send_prepare(item, instance)
+
+    def _send_prepare(self, item: dict[str, Any], instance: Instance,
+                      also: Callable[[Instance, dict[str, Any]], None] | None = None) -> Outcome:
+        """Record ``PrepareSent`` (with ``also``, in one save), then send prepare on the guest's topic.
+
+        Recorded before it is sent, so the guest's first status always finds the build prepared and
+        can end it. A crash in between re-runs this step, which sends again; guests answer a second
+        prepare like the first.
+        """
         topic = self.guests.ensure(item["instance_id"])
-        # A repeat after a crash sends prepare again; guests answer a second prepare like the first.
+
+        def prepared(fresh: Instance, context: dict[str, Any]) -> None:
+            if also is not None:
+                also(fresh, context)
+            if fresh.guest_topic is None:
+                fresh.record_prepare_sent(context, topic)
+
+        if not self._record(item, prepared):
+            return self._park(item)
+        detail = json.loads(item["detail"])
         self.guests.send(protocol.prepare(
             item["instance_id"], item["request_id"], self._clock(), datastore=instance.datastore,
             datastore_version=instance.datastore_version, databases=detail.get("databases", []),
             users=detail.get("users", []), volume_size=instance.volume_size))
-        self._record(item, lambda i, c: i.record_prepare_sent(c, topic))
         return self._now(AWAIT_HEALTHY)
 
     def _await_healthy(self, item: dict[str, Any]) -> Outcome:
         instance = self._open_instance(item)
         if instance is None:
             return self._park(item)
+        # The guest's status normally ends the build as it is recorded (``Instance._end_build_on``); this
+        # covers a build prepared before that rule, and the deadline.
         status = instance.service_status
         if status.build_outcome is True:
             self._record(item, lambda i, c: i.succeed(c))

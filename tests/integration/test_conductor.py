@@ -8,6 +8,7 @@ earlier message from that guest has been processed; tests wait for that, never f
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,16 @@ def test_only_a_change_of_status_becomes_an_event(strict: Running) -> None:
     assert side.get(instance_id).service_status is ServiceStatus.RESTART_REQUIRED, \
         "heartbeats change nothing while a restart is required"
     assert _status_events(side, instance_id) == ["building", "restart required"]
+
+
+def test_a_heartbeat_from_an_unknown_instance_is_dropped_and_the_batch_goes_on(strict: Running) -> None:
+    side, instance_id = strict.side, strict.side.create()
+    stranger = str(uuid.uuid4())
+    strict.beat(stranger, "healthy", 100.0)
+    strict.processed_up_to(instance_id, 101.0, "building")
+    assert strict.conductor.stats.unknown_instances == 1
+    assert strict.heartbeat(stranger) is None, "no liveness is kept for an instance nobody created"
+    assert _status_events(side, instance_id) == ["building"]
 
 
 def test_a_cached_status_is_not_reloaded_but_a_new_one_is(cached: Running) -> None:

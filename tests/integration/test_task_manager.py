@@ -57,6 +57,10 @@ def test_an_instance_is_built_restarted_resized_and_deleted(side: WriteSide) -> 
         assert expected in types
     provisioned = next(e for e in side.events(instance_id) if type(e).__name__ == "ServerProvisioned")
     assert provisioned.context["server_type"] == "taskmanager"
+    # The guest's healthy status ends the build where it is recorded: by the conductor, in one save.
+    healthy = [e for e in side.events(instance_id) if type(e).__name__ == "ServiceStatusChanged"][-1]
+    assert healthy.service_status == "healthy" and closed.originator_version == healthy.originator_version + 1
+    assert closed.context["server_type"] == "conductor" and closed.context["request_id"] == "req-create"
     assert provisioned.context["request_id"] == "req-create" and provisioned.context["client_ip"] == "192.0.2.7"
     side.wait(lambda: _quota_settled(side, 1, 2), "the create's quota to be committed")
 

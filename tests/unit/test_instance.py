@@ -37,8 +37,8 @@ def new_instance() -> Instance:
 def active_instance() -> Instance:
     instance = new_instance()
     instance.record_server_provisioned(ctx(), "srv-1", "vol-1", "ACTIVE", [])
+    instance.record_prepare_sent(ctx(), "trove.guest.x")
     instance.change_service_status(ctx(), ServiceStatus.HEALTHY)
-    instance.succeed(ctx())
     return instance
 
 
@@ -46,6 +46,40 @@ def test_a_new_instance_is_building_with_its_create_operation_open() -> None:
     instance = new_instance()
     assert instance.task is TaskStatus.BUILDING
     assert instance.operation_open("req-1")
+
+
+def test_a_prepared_guest_reporting_healthy_ends_the_build_in_the_same_change() -> None:
+    instance = new_instance()
+    instance.record_server_provisioned(ctx(), "srv-1", "vol-1", "ACTIVE", [])
+    instance.record_prepare_sent(ctx(), "trove.guest.x")
+    instance.change_service_status(ctx(), ServiceStatus.BUILDING)
+    assert instance.operation_open("req-1"), "building is not an outcome"
+    instance.change_service_status(ctx(), ServiceStatus.HEALTHY)
+    names = [type(e).__name__ for e in instance.collect_events()]
+    assert names[-2:] == ["ServiceStatusChanged", "OperationSucceeded"]
+    assert instance.task is TaskStatus.NONE and not instance.operation_open()
+
+
+def test_a_prepared_guest_reporting_failure_fails_the_build() -> None:
+    instance = new_instance()
+    instance.record_server_provisioned(ctx(), "srv-1", "vol-1", "ACTIVE", [])
+    instance.record_prepare_sent(ctx(), "trove.guest.x")
+    instance.change_service_status(ctx(), ServiceStatus.FAILED)
+    failed = instance.collect_events()[-1]
+    assert type(failed).__name__ == "OperationFailed"
+    assert failed.message == "Service not active, status: failed to spawn"
+    assert instance.task is TaskStatus.BUILDING_ERROR_SERVER
+
+
+def test_a_status_before_prepare_or_outside_a_build_closes_nothing() -> None:
+    instance = new_instance()
+    instance.change_service_status(ctx(), ServiceStatus.HEALTHY)
+    assert instance.operation_open("req-1"), "no guest was prepared yet"
+    active = active_instance()
+    active.restart(ctx("req-2"))
+    active.change_service_status(ctx("req-2"), ServiceStatus.RESTARTING)
+    active.change_service_status(ctx("req-2"), ServiceStatus.HEALTHY)
+    assert active.operation_open("req-2"), "a restart is closed by the guest's result, not its status"
 
 
 def test_actions_are_refused_while_building_with_trove_message() -> None:
@@ -111,8 +145,8 @@ def test_events_carry_the_whole_operation_context_and_no_secrets() -> None:
 
 # Any sequence of commands keeps the operation invariant: every opened operation is closed exactly once.
 COMMANDS = st.lists(st.sampled_from(
-    ["provision", "healthy", "succeed", "fail", "restart", "grow", "flavor", "rename", "reset", "delete",
-     "deleted"]), max_size=14)
+    ["provision", "prepare", "healthy", "failed", "succeed", "fail", "restart", "grow", "flavor", "rename",
+     "reset", "delete", "deleted"]), max_size=14)
 
 
 def run(instance: Instance, command: str, n: int) -> None:
@@ -120,7 +154,9 @@ def run(instance: Instance, command: str, n: int) -> None:
     with contextlib.suppress(ActionNotAllowed, InvalidRequest):
         {
             "provision": lambda: instance.record_server_provisioned(c, "srv", "vol", "ACTIVE", []),
+            "prepare": lambda: instance.record_prepare_sent(c, "trove.guest.x"),
             "healthy": lambda: instance.change_service_status(c, ServiceStatus.HEALTHY),
+            "failed": lambda: instance.change_service_status(c, ServiceStatus.FAILED),
             "succeed": lambda: instance.succeed(c),
             "fail": lambda: instance.fail(c, "boom", ["Traceback"], task="NONE"),
             "restart": lambda: instance.restart(c),
