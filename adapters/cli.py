@@ -108,6 +108,7 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
     from adapters.compute.fake import FakeCompute
     from adapters.compute.guest_channel import KafkaGuestChannel
     from adapters.kafka.lease import lease_for
+    from adapters.sql import work_items
     from adapters.sql.engine import read_only
     from adapters.sql.schema import create_tables
     from domain.catalog import domain_catalog
@@ -118,8 +119,10 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
     instances = _instance_service(settings)
     guests = KafkaGuestChannel(settings.kafka_bootstrap_servers, settings.topics.guest_prefix)
     compute = FakeCompute.from_settings(settings, fake_cloud_engine(settings))
-    create_tables(engine, TaskManager.metadata)
-    manager = TaskManager(instances=instances, compute=compute, guests=guests, engine=engine, reader=read_only(engine),
+    create_tables(engine, work_items.metadata)
+    # The consumer below writes items in its own transactions on ``engine``, beside its offsets.
+    work = work_items.SqlWorkItems(engine, reader=read_only(engine))
+    manager = TaskManager(instances=instances, compute=compute, guests=guests, work=work,
                           usage_timeout_s=settings.usage_timeout_s,
                           lease=lease_for(engine, settings.task_manager_url, settings.group_id("task-manager")))
     runner = _process_runner(settings, manager, settings.topics.events, settings.events_partitions,

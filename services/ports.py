@@ -1,4 +1,5 @@
-"""The task manager's and conductor's ports: a cloud, the guests' transport, a lease, a ledger of guest messages.
+"""The task manager's and conductor's ports: a cloud, the guests' transport, a lease, a ledger of guest messages,
+the task manager's work items.
 
 Adapters implement them (``adapters/compute``, ``adapters/kafka``); the task manager sees only these.
 
@@ -9,6 +10,7 @@ already has a server returns that server, ``delete`` of a missing one does nothi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -152,4 +154,70 @@ class GuestLedger(Protocol):
 
     def record_liveness(self, transaction: Any, beats: list[GuestLiveness]) -> None:
         """Refresh these guests' liveness, replacing any earlier row for the instance."""
+        ...
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One operation in flight (or a quota settlement, a status refresh) as the task manager tracks it.
+
+    Keyed by (instance_id, request_id, kind): a request has at most one item of each kind.
+    """
+
+    instance_id: str
+    request_id: str
+    kind: str  # create, restart, resize_volume, resize_flavor, delete, settle, refresh
+    operation: str  # Trove's operation name
+    step: str
+    context: dict[str, Any]  # the operation's recorded context
+    detail: dict[str, Any]  # what the steps need (prepare arguments, new size...)
+    deadline: float | None  # the operation fails if not done by then (epoch seconds)
+    due_at: float | None  # when the driver runs the step next; None: parked until the closing event
+    wakes: int  # bumped by events that make a waiting step worth re-running
+    attempts: int  # failed runs of the current step in a row
+    last_error: str | None
+    created_at: float
+
+
+class WorkItems(Protocol):
+    """The task manager's work items: written by its consumer half, run and moved on by its driver.
+
+    The consumer half writes in ``transaction``, whatever the consumer runner applies a batch in, so
+    the items commit (or roll back) with the offsets of the events that made them. The driver's
+    calls stand alone.
+    """
+
+    def add(self, transaction: Any, item: WorkItem) -> None:
+        """Store ``item`` unless one with its key exists; the first one stays as it is."""
+        ...
+
+    def wake(self, transaction: Any, instance_id: str, step: str, now: float) -> None:
+        """Make the instance's items waiting at ``step`` due at ``now`` and count the wake; parked ones stay."""
+        ...
+
+    def remove_operation(self, transaction: Any, instance_id: str, request_id: str,
+                         kept_kinds: Collection[str]) -> dict[str, Any] | None:
+        """Remove the request's item, except those of ``kept_kinds``; its detail, or None if there was none."""
+        ...
+
+    def after_commit(self, transaction: Any, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once ``transaction`` has committed; the same callback again in it is a no-op."""
+        ...
+
+    def due(self, limit: int, now: float) -> list[WorkItem]:
+        """Up to ``limit`` items due by ``now``, those due first (then the oldest) first."""
+        ...
+
+    def get(self, instance_id: str, request_id: str, kind: str) -> WorkItem | None:
+        """The stored item with this key, or None."""
+        ...
+
+    def save(self, item: WorkItem, *, step: str, due_at: float | None, attempts: int, last_error: str | None,
+             now: float, done: bool = False) -> WorkItem | None:
+        """Move ``item`` on to ``step``, due at ``due_at`` (None: parked), if it is still at ``item.step``.
+
+        A wake since ``item`` was read (its ``wakes`` changed) makes it due at ``now`` instead, so an
+        event that came while the step ran is not missed. ``done`` removes the item. Returns the item
+        as now stored; None when done, or when it was removed or moved on meanwhile (nothing changes then).
+        """
         ...

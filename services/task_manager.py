@@ -2,15 +2,15 @@
 
 It has two halves in one process:
 
-- ``apply(event, session)`` consumes ``trove.events`` through the effectively-once consumer runner
-  and only writes rows of ``task_manager_work`` (one per operation in flight: instance, operation,
-  request_id, step, deadline), committed with the Kafka offset. It never calls a cloud or a guest,
-  so a crash there cannot leave a half-done effect.
+- ``apply(event, transaction)`` consumes ``trove.events`` through the effectively-once consumer runner
+  and only writes work items (``services.ports.WorkItems``; in SQL the ``task_manager_work`` table),
+  one per operation in flight (instance, operation, request_id, step, deadline), committed with the
+  Kafka offset. It never calls a cloud or a guest, so a crash there cannot leave a half-done effect.
 - A driver (threads beside the consumer) runs due work items: it calls the compute driver and the
   guests, records each outcome as an event through ``InstanceService``, then advances the item.
 
 Every step checks the aggregate before acting and compute calls are idempotent per instance, so a
-step repeated after ``kill -9`` does no harm and in-flight operations resume from the table.
+step repeated after ``kill -9`` does no harm and in-flight operations resume from their work items.
 Builds and guest operations have deadlines, so nothing waits forever. Only one driver runs per
 deployment (a lease); any number of processes may consume.
 
@@ -23,7 +23,6 @@ the volume did grow). A delete releases the instance's quota in the same save as
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import threading
@@ -35,11 +34,6 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
-from sqlalchemy import Column, Engine, Float, Index, Integer, MetaData, String, Table, Text, and_, case, delete, select
-from sqlalchemy import event as sa_event
-from sqlalchemy import update as sql_update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from domain import guest_protocol as protocol
 from domain.catalog import domain_catalog
@@ -58,31 +52,9 @@ from domain.statuses import (
     ServiceStatus,
 )
 from services.instances import InstanceService
-from services.ports import ComputeDriver, ComputeError, GuestChannel, Lease, LeaseLost, ServerSpec
+from services.ports import ComputeDriver, ComputeError, GuestChannel, Lease, LeaseLost, ServerSpec, WorkItem, WorkItems
 
 log = logging.getLogger(__name__)
-
-metadata = MetaData()
-
-work_items = Table(
-    "task_manager_work",
-    metadata,
-    Column("instance_id", String(64), primary_key=True),
-    Column("request_id", String(64), primary_key=True),
-    Column("kind", String(32), primary_key=True),  # create, restart, resize_volume, resize_flavor, delete, settle
-    Column("operation", String(32), nullable=False),  # Trove's operation name
-    Column("step", String(32), nullable=False),
-    Column("context", Text, nullable=False),  # JSON: the operation's recorded context
-    Column("detail", Text, nullable=False),  # JSON: what the steps need (prepare arguments, new size...)
-    Column("deadline", Float),  # the operation fails if not done by then (epoch seconds)
-    Column("due_at", Float),  # when the driver runs the step next; NULL: parked until the closing event
-    Column("wakes", Integer, nullable=False),  # bumped by events that make a waiting step worth re-running
-    Column("attempts", Integer, nullable=False),
-    Column("last_error", Text),
-    Column("created_at", Float, nullable=False),
-    Index("ix_task_manager_work_due", "due_at"),
-    Index("ix_task_manager_work_instance", "instance_id"),
-)
 
 SETTLE, REFRESH = "settle", "refresh"
 AWAIT_HEALTHY, AWAIT_CLOSE, CLOSED = "await_healthy", "await_close", "closed"
@@ -111,10 +83,8 @@ class Outcome:
 
 class TaskManager:
     name = "task-manager"
-    metadata = metadata
 
-    def __init__(self, *, instances: InstanceService, compute: ComputeDriver, guests: GuestChannel, engine: Engine,
-                 reader: Engine | None = None,
+    def __init__(self, *, instances: InstanceService, compute: ComputeDriver, guests: GuestChannel, work: WorkItems,
                  usage_timeout_s: float, operation_timeout_s: float | None = None, lease: Lease | None = None,
                  workers: int = 8, poll_s: float = 0.05, compute_poll_s: float = 0.1, recheck_s: float = 5.0,
                  server_ip: str | None = None, clock: Callable[[], float] = time.time) -> None:
@@ -122,9 +92,7 @@ class TaskManager:
         self.compute = compute
         self.guests = guests
         self.catalog = domain_catalog()
-        self._engine = engine
-        # Polls and lookups; a read-only engine (``adapters.sql.engine.read_only``) keeps them off writers' locks.
-        self._reader = reader or engine
+        self._work = work
         self.usage_timeout_s = usage_timeout_s
         self.operation_timeout_s = operation_timeout_s if operation_timeout_s is not None else usage_timeout_s
         self._lease = lease
@@ -140,7 +108,7 @@ class TaskManager:
         self._busy_lock = threading.Lock()
         self._driver: threading.Thread | None = None
         self._images: dict[str, str] = {}
-        self._steps: dict[tuple[str, str], Callable[[dict[str, Any]], Outcome]] = {
+        self._steps: dict[tuple[str, str], Callable[[WorkItem], Outcome]] = {
             ("create", "create_server"): self._create_server, ("create", "wait_server"): self._wait_server,
             ("create", "prepare"): self._prepare, ("create", AWAIT_HEALTHY): self._await_healthy,
             ("restart", "send"): self._send_guest_command, ("restart", AWAIT_CLOSE): self._await_close,
@@ -156,7 +124,8 @@ class TaskManager:
 
     # Consumer half: only this process's own rows, in the consumer's transaction ------------------------
 
-    def apply(self, event: PublicEvent, session: Session) -> None:
+    def apply(self, event: PublicEvent, transaction: Any) -> None:
+        """Take ``event`` in the consumer runner's ``transaction``, handed to the work items untouched."""
         if event.aggregate_type != "Instance":
             return
         now = self._clock()
@@ -166,48 +135,35 @@ class TaskManager:
             # Counted from when this task manager takes the work on, as Trove's usage_timeout is: the bound is
             # on the build itself, and a request that waited out a task-manager outage still gets its chance.
             timeout = self.usage_timeout_s if kind == "create" else self.operation_timeout_s
-            self._insert(session, event.aggregate_id, event.request_id or "", kind, event.data["operation"], step,
-                         _context_of(event), _detail_of(event), now + timeout, now)
+            self._add(transaction, event.aggregate_id, event.request_id or "", kind, event.data["operation"], step,
+                      _context_of(event), _detail_of(event), now + timeout, now)
         elif event.type == "StatusReset":
             # The reset trusts nothing it knew; what the cloud says of the server is looked up again.
-            self._insert(session, event.aggregate_id, event.request_id or "", REFRESH, event.data["operation"],
-                         REFRESH, _context_of(event), {}, now + self.operation_timeout_s, now)
+            self._add(transaction, event.aggregate_id, event.request_id or "", REFRESH, event.data["operation"],
+                      REFRESH, _context_of(event), {}, now + self.operation_timeout_s, now)
         elif event.type == "ServiceStatusChanged":
-            session.execute(sql_update(work_items)
-                            .where(work_items.c.instance_id == event.aggregate_id, work_items.c.step == AWAIT_HEALTHY,
-                                   work_items.c.due_at.is_not(None))
-                            .values(due_at=now, wakes=work_items.c.wakes + 1))
+            self._work.wake(transaction, event.aggregate_id, AWAIT_HEALTHY, now)
         elif event.type in _CLOSES:
-            self._operation_closed(event, session, now)
+            self._operation_closed(event, transaction, now)
         else:
             return
         # Let the driver look as soon as this transaction commits, not at its next poll.
-        if not session.info.get("wakes_task_manager"):
-            session.info["wakes_task_manager"] = True
-            sa_event.listen(session, "after_commit", lambda _s: self._wake.set(), once=True)
+        self._work.after_commit(transaction, self._wake.set)
 
-    def _operation_closed(self, event: PublicEvent, session: Session, now: float) -> None:
+    def _operation_closed(self, event: PublicEvent, transaction: Any, now: float) -> None:
         operation, request_id = event.data["operation"], event.data["request_id"]
-        key = and_(work_items.c.instance_id == event.aggregate_id, work_items.c.request_id == request_id,
-                   work_items.c.kind.not_in((SETTLE, REFRESH)))
-        item = session.execute(select(work_items.c.detail).where(key)).first()
-        session.execute(delete(work_items).where(key))
+        detail = self._work.remove_operation(transaction, event.aggregate_id, request_id, (SETTLE, REFRESH)) or {}
         if operation in (CREATE, RESIZE_VOLUME):
-            detail = json.loads(item.detail) if item else {}
             detail.update(operation=operation, succeeded=event.type == "OperationSucceeded")
-            self._insert(session, event.aggregate_id, request_id, SETTLE, operation, SETTLE, _context_of(event),
-                         detail, None, now)
+            self._add(transaction, event.aggregate_id, request_id, SETTLE, operation, SETTLE, _context_of(event),
+                      detail, None, now)
 
-    @staticmethod
-    def _insert(session: Session, instance_id: str, request_id: str, kind: str, operation: str, step: str,
-                context: dict[str, Any], detail: dict[str, Any], deadline: float | None, now: float) -> None:
-        dialect = session.get_bind().dialect.name
-        statement = (postgresql.insert(work_items) if dialect == "postgresql" else sqlite.insert(work_items))
-        session.execute(statement.values(
+    def _add(self, transaction: Any, instance_id: str, request_id: str, kind: str, operation: str, step: str,
+             context: dict[str, Any], detail: dict[str, Any], deadline: float | None, now: float) -> None:
+        self._work.add(transaction, WorkItem(
             instance_id=instance_id, request_id=request_id, kind=kind, operation=operation, step=step,
-            context=json.dumps(context, sort_keys=True), detail=json.dumps(detail, sort_keys=True),
-            deadline=deadline, due_at=now, wakes=0, attempts=0, created_at=now,
-        ).on_conflict_do_nothing())
+            context=context, detail=detail, deadline=deadline, due_at=now, wakes=0, attempts=0, last_error=None,
+            created_at=now))
 
     # Driver half --------------------------------------------------------------------------------------
 
@@ -260,143 +216,116 @@ class TaskManager:
             self._wake.clear()
 
     def _dispatch(self, pool: ThreadPoolExecutor) -> None:
-        for item in self._due_items(self._workers * 4):
+        for item in self._work.due(self._workers * 4, self._clock()):
             with self._busy_lock:
-                if item["instance_id"] in self._busy or len(self._busy) >= self._workers:
+                if item.instance_id in self._busy or len(self._busy) >= self._workers:
                     continue  # one step per instance at a time keeps each instance's steps in order
-                self._busy.add(item["instance_id"])
-            log.debug("dispatching %s %s (%s), %.0f ms after it fell due", item["kind"], item["instance_id"],
-                      item["step"], (self._clock() - item["due_at"]) * 1000)
+                self._busy.add(item.instance_id)
+            log.debug("dispatching %s %s (%s), %.0f ms after it fell due", item.kind, item.instance_id,
+                      item.step, (self._clock() - item.due_at) * 1000)
             pool.submit(self._run_and_release, item)
 
-    def _due_items(self, limit: int) -> list[dict[str, Any]]:
-        with self._reader.connect() as connection:
-            rows = connection.execute(
-                select(work_items).where(work_items.c.due_at <= self._clock())
-                .order_by(work_items.c.due_at, work_items.c.created_at).limit(limit)).mappings().all()
-        return [dict(row) for row in rows]
-
-    def _run_and_release(self, item: dict[str, Any]) -> None:
+    def _run_and_release(self, item: WorkItem) -> None:
         try:
             self._run_chain(item)
         except Exception:
-            log.exception("task manager could not run or save a step of %s %s", item["kind"], item["request_id"])
+            log.exception("task manager could not run or save a step of %s %s", item.kind, item.request_id)
         finally:
             with self._busy_lock:
-                self._busy.discard(item["instance_id"])
+                self._busy.discard(item.instance_id)
             self._wake.set()
 
-    def _run_chain(self, item: dict[str, Any]) -> None:
+    def _run_chain(self, item: WorkItem) -> None:
         """Run the item's step, then the next ones while they are due at once (no trip through the dispatcher)."""
-        step = item["step"]
+        # Re-read once: the dispatcher's list may be older than a step another worker just saved. Later steps
+        # run on the row each save returns, which is what a re-read would find.
+        current = self._work.get(item.instance_id, item.request_id, item.kind)
+        if current is None or current.step != item.step:
+            return
         for _ in range(_MAX_CHAIN):
-            # Re-read: the dispatcher's list may be older than a step another worker just saved.
-            fresh = self._fresh(item, step)
-            if fresh is None or self._stop.is_set():
+            if current is None or not self._due(current) or self._stop.is_set():
                 return
-            outcome = self._run(fresh)
-            if outcome.done or outcome.due_at is None or outcome.due_at > self._clock():
-                return
-            item, step = fresh, outcome.step
+            current = self._run(current)
 
-    def _fresh(self, item: dict[str, Any], step: str) -> dict[str, Any] | None:
-        with self._reader.connect() as connection:
-            row = connection.execute(select(work_items).where(
-                work_items.c.instance_id == item["instance_id"], work_items.c.request_id == item["request_id"],
-                work_items.c.kind == item["kind"])).mappings().first()
-        if row is None or row["step"] != step or row["due_at"] is None or row["due_at"] > self._clock():
-            return None
-        return dict(row)
+    def _due(self, item: WorkItem) -> bool:
+        return item.due_at is not None and item.due_at <= self._clock()
 
-    def _run(self, item: dict[str, Any]) -> Outcome:
-        step = self._steps.get((item["kind"], item["step"]))
+    def _run(self, item: WorkItem) -> WorkItem | None:
+        step = self._steps.get((item.kind, item.step))
         error = None
         started = time.monotonic()
         try:
             if step is None:
-                raise RuntimeError(f"no step {item['step']!r} for {item['kind']}")
+                raise RuntimeError(f"no step {item.step!r} for {item.kind}")
             outcome = step(item)
         except Exception as exc:
-            log.exception("%s %s of instance %s failed at step %s (attempt %d)", item["kind"], item["request_id"],
-                          item["instance_id"], item["step"], item["attempts"] + 1)
+            log.exception("%s %s of instance %s failed at step %s (attempt %d)", item.kind, item.request_id,
+                          item.instance_id, item.step, item.attempts + 1)
             error = f"{exc.__class__.__name__}: {exc}"
             outcome = self._after_error(item, error)
-        log.debug("%s %s: %s -> %s in %.0f ms", item["kind"], item["instance_id"], item["step"], outcome.step,
+        log.debug("%s %s: %s -> %s in %.0f ms", item.kind, item.instance_id, item.step, outcome.step,
                   (time.monotonic() - started) * 1000)
         return self._save(item, outcome, error)
 
-    def _after_error(self, item: dict[str, Any], error: str) -> Outcome:
-        deadline = item["deadline"]
+    def _after_error(self, item: WorkItem, error: str) -> Outcome:
+        deadline = item.deadline
         if deadline is not None and self._clock() >= deadline:
             try:
-                if item["kind"] == "create":
+                if item.kind == "create":
                     return self._build_timed_out(item)
-                self._fail(item, f"The {item['operation']} operation could not be completed: {error}", "NONE")
+                self._fail(item, f"The {item.operation} operation could not be completed: {error}", "NONE")
                 return self._park(item)
             except Exception:
-                log.exception("could not record the failure of %s %s", item["kind"], item["request_id"])
-        delay = min(0.5 * 2 ** min(item["attempts"], 6), 30.0)
-        return Outcome(item["step"], self._clock() + delay)
+                log.exception("could not record the failure of %s %s", item.kind, item.request_id)
+        delay = min(0.5 * 2 ** min(item.attempts, 6), 30.0)
+        return Outcome(item.step, self._clock() + delay)
 
-    def _save(self, item: dict[str, Any], outcome: Outcome, error: str | None) -> Outcome:
-        """Store the outcome unless the item changed meanwhile; returns what the item now says."""
-        key = and_(work_items.c.instance_id == item["instance_id"], work_items.c.request_id == item["request_id"],
-                   work_items.c.kind == item["kind"], work_items.c.step == item["step"])
-        with self._engine.begin() as connection:
-            if outcome.done:
-                connection.execute(delete(work_items).where(key))
-                return outcome
-            now = self._clock()
-            # An event that arrived while the step ran (a wake) makes the item due again at once.
-            due = None if outcome.due_at is None else case(
-                (work_items.c.wakes != item["wakes"], now), else_=outcome.due_at)
-            saved = connection.execute(sql_update(work_items).where(key).values(
-                step=outcome.step, due_at=due, attempts=item["attempts"] + 1 if error else 0, last_error=error
-            ).returning(work_items.c.due_at)).first()
-        if saved is None:  # removed by its closing event, or moved on by another run
-            return Outcome(outcome.step, None, done=True)
-        return Outcome(outcome.step, saved.due_at)
+    def _save(self, item: WorkItem, outcome: Outcome, error: str | None) -> WorkItem | None:
+        """Store the outcome unless the item changed meanwhile; the item as now stored, None once it is gone."""
+        return self._work.save(item, step=outcome.step, due_at=outcome.due_at,
+                               attempts=item.attempts + 1 if error else 0, last_error=error, now=self._clock(),
+                               done=outcome.done)
 
     # Helpers ---------------------------------------------------------------------------------------------
 
     def _now(self, step: str) -> Outcome:
         return Outcome(step, self._clock())
 
-    def _park(self, item: dict[str, Any]) -> Outcome:
+    def _park(self, item: WorkItem) -> Outcome:
         return Outcome(CLOSED, None)
 
-    def _context(self, item: dict[str, Any]) -> dict[str, Any]:
-        return OperationContext.from_recorded(json.loads(item["context"])).carried_by(
+    def _context(self, item: WorkItem) -> dict[str, Any]:
+        return OperationContext.from_recorded(item.context).carried_by(
             "taskmanager", self.server_ip).recorded()
 
-    def _open_instance(self, item: dict[str, Any]) -> Instance | None:
+    def _open_instance(self, item: WorkItem) -> Instance | None:
         """The instance, when the item's operation is still open on it."""
         try:
-            instance = self.instances.get(item["instance_id"])
+            instance = self.instances.get(item.instance_id)
         except NotFound:
             return None
-        return instance if instance.operation_open(item["request_id"]) else None
+        return instance if instance.operation_open(item.request_id) else None
 
-    def _record(self, item: dict[str, Any], change: Callable[[Instance, dict[str, Any]], Any]) -> bool:
+    def _record(self, item: WorkItem, change: Callable[[Instance, dict[str, Any]], Any]) -> bool:
         """Apply ``change`` if the operation is still open; False when it was closed meanwhile."""
         context = self._context(item)
 
         def guarded(instance: Instance) -> bool:
-            if not instance.operation_open(item["request_id"]):
+            if not instance.operation_open(item.request_id):
                 return False
             change(instance, context)
             return True
 
-        return bool(self.instances.record(item["instance_id"], guarded))
+        return bool(self.instances.record(item.instance_id, guarded))
 
-    def _fail(self, item: dict[str, Any], message: str, task: str, traceback: list[str] | None = None) -> None:
+    def _fail(self, item: WorkItem, message: str, task: str, traceback: list[str] | None = None) -> None:
         self._record(item, lambda i, c: i.fail(c, message=message, traceback=traceback or [], task=task))
 
-    def _expired(self, item: dict[str, Any]) -> bool:
-        return item["deadline"] is not None and self._clock() >= item["deadline"]
+    def _expired(self, item: WorkItem) -> bool:
+        return item.deadline is not None and self._clock() >= item.deadline
 
-    def _build_timed_out(self, item: dict[str, Any]) -> Outcome:
-        message = (f"Failed to create instance {item['instance_id']}. Timeout waiting for instance to become "
+    def _build_timed_out(self, item: WorkItem) -> Outcome:
+        message = (f"Failed to create instance {item.instance_id}. Timeout waiting for instance to become "
                    f"active. No usage create-event was sent.")
 
         def change(instance: Instance, context: dict[str, Any]) -> None:
@@ -407,7 +336,7 @@ class TaskManager:
         self._record(item, change)
         return self._park(item)
 
-    def _server_failed(self, item: dict[str, Any], status: str, fault: str | None) -> Outcome:
+    def _server_failed(self, item: WorkItem, status: str, fault: str | None) -> Outcome:
         message = f"Server not active, status: {status}, fault message: {fault or 'unknown'}"
 
         def change(instance: Instance, context: dict[str, Any]) -> None:
@@ -420,7 +349,7 @@ class TaskManager:
 
     # Create ----------------------------------------------------------------------------------------------
 
-    def _create_server(self, item: dict[str, Any]) -> Outcome:
+    def _create_server(self, item: WorkItem) -> Outcome:
         instance = self._open_instance(item)
         if instance is None:
             return self._park(item)
@@ -428,10 +357,9 @@ class TaskManager:
             return self._now("wait_server")
         if self._expired(item):
             return self._build_timed_out(item)
-        detail = json.loads(item["detail"])
-        spec = ServerSpec(instance_id=item["instance_id"], name=instance.name, flavor=dict(instance.flavor),
+        spec = ServerSpec(instance_id=item.instance_id, name=instance.name, flavor=dict(instance.flavor),
                           volume_size=instance.volume_size, image_id=self._image_id(instance.datastore_version_id),
-                          availability_zone=detail.get("availability_zone"))
+                          availability_zone=item.detail.get("availability_zone"))
         try:
             server = self.compute.create(spec)
         except ComputeError as exc:
@@ -450,11 +378,11 @@ class TaskManager:
         self._record(item, provisioned)
         return self._now("wait_server")
 
-    def _wait_server(self, item: dict[str, Any]) -> Outcome:
+    def _wait_server(self, item: WorkItem) -> Outcome:
         instance = self._open_instance(item)
         if instance is None:
             return self._park(item)
-        server = self.compute.get(item["instance_id"])
+        server = self.compute.get(item.instance_id)
         if server is None:
             return self._server_failed(item, SERVER_ERROR, "The server could not be found.")
         if server.status == SERVER_ERROR:
@@ -469,13 +397,13 @@ class TaskManager:
             return self._build_timed_out(item)
         return Outcome("wait_server", self._clock() + self._compute_poll_s)
 
-    def _prepare(self, item: dict[str, Any]) -> Outcome:
+    def _prepare(self, item: WorkItem) -> Outcome:
         instance = self._open_instance(item)
         if instance is None:
             return self._park(item)
         return self._send_prepare(item, instance)
 
-    def _send_prepare(self, item: dict[str, Any], instance: Instance,
+    def _send_prepare(self, item: WorkItem, instance: Instance,
                       also: Callable[[Instance, dict[str, Any]], None] | None = None) -> Outcome:
         """Record ``PrepareSent`` (with ``also``, in one save), then send prepare on the guest's topic.
 
@@ -483,7 +411,7 @@ class TaskManager:
         can end it. A crash in between re-runs this step, which sends again; guests answer a second
         prepare like the first.
         """
-        topic = self.guests.ensure(item["instance_id"])
+        topic = self.guests.ensure(item.instance_id)
 
         def prepared(fresh: Instance, context: dict[str, Any]) -> None:
             if also is not None:
@@ -493,14 +421,13 @@ class TaskManager:
 
         if not self._record(item, prepared):
             return self._park(item)
-        detail = json.loads(item["detail"])
         self.guests.send(protocol.prepare(
-            item["instance_id"], item["request_id"], self._clock(), datastore=instance.datastore,
-            datastore_version=instance.datastore_version, databases=detail.get("databases", []),
-            users=detail.get("users", []), volume_size=instance.volume_size))
+            item.instance_id, item.request_id, self._clock(), datastore=instance.datastore,
+            datastore_version=instance.datastore_version, databases=item.detail.get("databases", []),
+            users=item.detail.get("users", []), volume_size=instance.volume_size))
         return self._now(AWAIT_HEALTHY)
 
-    def _await_healthy(self, item: dict[str, Any]) -> Outcome:
+    def _await_healthy(self, item: WorkItem) -> Outcome:
         instance = self._open_instance(item)
         if instance is None:
             return self._park(item)
@@ -516,7 +443,7 @@ class TaskManager:
         if self._expired(item):
             return self._build_timed_out(item)
         # Normally the ServiceStatusChanged event wakes this step; the re-check is a safety net.
-        return Outcome(AWAIT_HEALTHY, min(item["deadline"], self._clock() + self._recheck_s))
+        return Outcome(AWAIT_HEALTHY, min(item.deadline, self._clock() + self._recheck_s))
 
     def _image_id(self, datastore_version_id: str) -> str:
         # A version's image never changes once registered, so one load per version is enough.
@@ -530,46 +457,45 @@ class TaskManager:
 
     # Guest operations: restart, and the guest half of resizes ------------------------------------------
 
-    def _send_guest_command(self, item: dict[str, Any]) -> Outcome:
+    def _send_guest_command(self, item: WorkItem) -> Outcome:
         if self._open_instance(item) is None:
             return self._park(item)
-        detail = json.loads(item["detail"])
         method = {"restart": protocol.RESTART, "resize_volume": protocol.RESIZE_VOLUME,
-                  "resize_flavor": protocol.RESIZE_FLAVOR}[item["kind"]]
-        args = {protocol.RESIZE_VOLUME: {"new_size": detail.get("new_volume_size")},
-                protocol.RESIZE_FLAVOR: {"flavor": detail.get("new_flavor")}}.get(method, {})
-        self.guests.ensure(item["instance_id"])
-        self.guests.send(protocol.command(method, item["instance_id"], item["request_id"], self._clock(), **args))
+                  "resize_flavor": protocol.RESIZE_FLAVOR}[item.kind]
+        args = {protocol.RESIZE_VOLUME: {"new_size": item.detail.get("new_volume_size")},
+                protocol.RESIZE_FLAVOR: {"flavor": item.detail.get("new_flavor")}}.get(method, {})
+        self.guests.ensure(item.instance_id)
+        self.guests.send(protocol.command(method, item.instance_id, item.request_id, self._clock(), **args))
         # The guest's result reaches the conductor, which closes the operation.
-        return Outcome(AWAIT_CLOSE, item["deadline"])
+        return Outcome(AWAIT_CLOSE, item.deadline)
 
-    def _await_close(self, item: dict[str, Any]) -> Outcome:
+    def _await_close(self, item: WorkItem) -> Outcome:
         if self._open_instance(item) is None:
             return self._park(item)
         if self._expired(item):
-            self._fail(item, f"Timed out waiting for the guest agent to complete {item['operation']}.", "NONE")
+            self._fail(item, f"Timed out waiting for the guest agent to complete {item.operation}.", "NONE")
             return self._park(item)
-        return Outcome(AWAIT_CLOSE, item["deadline"])
+        return Outcome(AWAIT_CLOSE, item.deadline)
 
-    def _resize_volume(self, item: dict[str, Any]) -> Outcome:
+    def _resize_volume(self, item: WorkItem) -> Outcome:
         instance = self._open_instance(item)
         if instance is None:
             return self._park(item)
-        new_size = int(json.loads(item["detail"])["new_volume_size"])
+        new_size = int(item.detail["new_volume_size"])
         if (instance.volume_size or 0) >= new_size:
             return self._now("send")
         try:
-            self.compute.resize_volume(item["instance_id"], new_size)
+            self.compute.resize_volume(item.instance_id, new_size)
         except ComputeError as exc:
             self._fail(item, exc.fault, "NONE", [f"{exc.__class__.__name__}: {exc.fault}"])
             return self._park(item)
         return self._now("wait_compute")
 
-    def _volume_resized(self, item: dict[str, Any]) -> Outcome:
+    def _volume_resized(self, item: WorkItem) -> Outcome:
         if self._open_instance(item) is None:
             return self._park(item)
-        new_size = int(json.loads(item["detail"])["new_volume_size"])
-        server = self.compute.get(item["instance_id"])
+        new_size = int(item.detail["new_volume_size"])
+        server = self.compute.get(item.instance_id)
         if server is not None and (server.volume_size or 0) >= new_size:
             def resized(instance: Instance, context: dict[str, Any]) -> None:
                 if instance.volume_size != new_size:
@@ -583,25 +509,25 @@ class TaskManager:
             return self._park(item)
         return Outcome("wait_compute", self._clock() + self._compute_poll_s)
 
-    def _resize_flavor(self, item: dict[str, Any]) -> Outcome:
+    def _resize_flavor(self, item: WorkItem) -> Outcome:
         instance = self._open_instance(item)
         if instance is None:
             return self._park(item)
-        new_flavor = json.loads(item["detail"])["new_flavor"]
+        new_flavor = item.detail["new_flavor"]
         if str(instance.flavor["id"]) == str(new_flavor["id"]):
             return self._now("send")
         try:
-            self.compute.resize_flavor(item["instance_id"], new_flavor)
+            self.compute.resize_flavor(item.instance_id, new_flavor)
         except ComputeError as exc:
             self._fail(item, exc.fault, "NONE", [f"{exc.__class__.__name__}: {exc.fault}"])
             return self._park(item)
         return self._now("wait_compute")
 
-    def _flavor_resized(self, item: dict[str, Any]) -> Outcome:
+    def _flavor_resized(self, item: WorkItem) -> Outcome:
         if self._open_instance(item) is None:
             return self._park(item)
-        new_flavor = json.loads(item["detail"])["new_flavor"]
-        server = self.compute.get(item["instance_id"])
+        new_flavor = item.detail["new_flavor"]
+        server = self.compute.get(item.instance_id)
         if server is not None and server.status == SERVER_ACTIVE and server.flavor_id == str(new_flavor["id"]):
             def resized(instance: Instance, context: dict[str, Any]) -> None:
                 if str(instance.flavor["id"]) != str(new_flavor["id"]):
@@ -617,34 +543,34 @@ class TaskManager:
 
     # Delete -----------------------------------------------------------------------------------------------
 
-    def _stop_guest(self, item: dict[str, Any]) -> Outcome:
+    def _stop_guest(self, item: WorkItem) -> Outcome:
         if self._open_instance(item) is None:
             return self._park(item)
         try:
-            if self.guests.exists(item["instance_id"]):
-                self.guests.send(protocol.command(protocol.STOP, item["instance_id"], item["request_id"],
+            if self.guests.exists(item.instance_id):
+                self.guests.send(protocol.command(protocol.STOP, item.instance_id, item.request_id,
                                                   self._clock()))
         except Exception as exc:  # best effort, as Trove's stop_db before a delete
-            log.warning("could not stop the guest of %s before deleting it: %s", item["instance_id"], exc)
+            log.warning("could not stop the guest of %s before deleting it: %s", item.instance_id, exc)
         return self._now("delete_server")
 
-    def _delete_server(self, item: dict[str, Any]) -> Outcome:
+    def _delete_server(self, item: WorkItem) -> Outcome:
         if self._open_instance(item) is None:
             return self._park(item)
-        self.compute.delete(item["instance_id"])
+        self.compute.delete(item.instance_id)
         return self._now("wait_gone")
 
-    def _wait_gone(self, item: dict[str, Any]) -> Outcome:
-        server = self.compute.get(item["instance_id"])
+    def _wait_gone(self, item: WorkItem) -> Outcome:
+        server = self.compute.get(item.instance_id)
         if server is None:
             return self._now("remove_topic")
         if self._expired(item):
             return self._delete_timed_out(item, server.status)
         return Outcome("wait_gone", self._clock() + self._compute_poll_s)
 
-    def _delete_timed_out(self, item: dict[str, Any], server_status: str) -> Outcome:
+    def _delete_timed_out(self, item: WorkItem, server_status: str) -> Outcome:
         """The cloud kept the server: the delete fails (and says so) rather than hiding a live server."""
-        message = (f"The server of instance {item['instance_id']} was not deleted in time (it is "
+        message = (f"The server of instance {item.instance_id} was not deleted in time (it is "
                    f"{server_status}); delete the instance again.")
 
         def change(instance: Instance, context: dict[str, Any]) -> None:
@@ -655,23 +581,23 @@ class TaskManager:
         self._record(item, change)
         return self._park(item)
 
-    def _remove_topic(self, item: dict[str, Any]) -> Outcome:
-        self.guests.remove(item["instance_id"])
+    def _remove_topic(self, item: WorkItem) -> Outcome:
+        self.guests.remove(item.instance_id)
         return self._now("record")
 
-    def _record_deleted(self, item: dict[str, Any]) -> Outcome:
+    def _record_deleted(self, item: WorkItem) -> Outcome:
         instance = self._open_instance(item)
         if instance is None:
             return self._park(item)
         quota = self.instances.quota(instance.tenant_id)
         unsettled = [request for request, r in (quota.reservations.items() if quota else ())
-                     if r["instance_id"] == item["instance_id"]]
+                     if r["instance_id"] == item.instance_id]
         if unsettled and not self._expired(item):
             # A reservation of this instance (its create, a resize) is still being settled; releasing the
             # usage first would let the later commit count the instance forever.
             return Outcome("record", self._clock() + 0.2)
         for request_id in unsettled:  # its settlement never came (its closing event was lost): settle it here
-            log.warning("settling reservation %s of deleted instance %s itself", request_id, item["instance_id"])
+            log.warning("settling reservation %s of deleted instance %s itself", request_id, item.instance_id)
             self.instances.settle_quota(OperationContext.from_recorded(self._context(item)), instance.tenant_id,
                                         request_id, commit=True)
         context = self._context(item)
@@ -696,9 +622,9 @@ class TaskManager:
 
     # Status reset -----------------------------------------------------------------------------------------
 
-    def _refresh_server_status(self, item: dict[str, Any]) -> Outcome:
+    def _refresh_server_status(self, item: WorkItem) -> Outcome:
         """Record the server's status as the cloud has it, following it until it settles."""
-        server = self.compute.get(item["instance_id"])
+        server = self.compute.get(item.instance_id)
         status = server.status if server is not None else SERVER_ERROR
         context = self._context(item)
 
@@ -709,26 +635,25 @@ class TaskManager:
                 instance.record_server_status(context, status, fault=server.fault if server else None)
             return True
 
-        if self.instances.record(item["instance_id"], refreshed) and status in _SERVER_IN_TRANSITION \
+        if self.instances.record(item.instance_id, refreshed) and status in _SERVER_IN_TRANSITION \
                 and not self._expired(item):
             return Outcome(REFRESH, self._clock() + self._compute_poll_s)
         return Outcome(REFRESH, None, done=True)
 
     # Quota settlement -------------------------------------------------------------------------------------
 
-    def _settle(self, item: dict[str, Any]) -> Outcome:
-        detail = json.loads(item["detail"])
-        context = OperationContext.from_recorded(json.loads(item["context"])).carried_by(
-            "taskmanager", self.server_ip)
+    def _settle(self, item: WorkItem) -> Outcome:
+        detail = item.detail
+        context = OperationContext.from_recorded(item.context).carried_by("taskmanager", self.server_ip)
         commit = True
         if detail["operation"] == RESIZE_VOLUME and not detail["succeeded"]:
             # Keep the reservation only if the volume did grow before the failure.
             try:
-                instance = self.instances.get(item["instance_id"])
+                instance = self.instances.get(item.instance_id)
                 commit = (instance.volume_size or 0) >= int(detail.get("new_volume_size") or 0) > 0
             except NotFound:
                 commit = False
-        self.instances.settle_quota(context, context.tenant_id, item["request_id"], commit=commit)
+        self.instances.settle_quota(context, context.tenant_id, item.request_id, commit=commit)
         return Outcome(SETTLE, None, done=True)
 
 
