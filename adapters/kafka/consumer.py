@@ -1,7 +1,8 @@
 """The one consumer loop every projection and process runs on.
 
-Effectively once: for each partition's batch, the handler's SQL writes, the per-aggregate dedupe
-marks and the partition's next offset commit in one transaction. The offset row is updated with a
+Effectively once: for each poll's batch, the handler's SQL writes, the per-aggregate dedupe marks
+and the next offset of every partition in the batch commit in one transaction (one per poll, not
+one per partition: under load a poll spans most partitions). The offset row is updated with a
 compare-and-set on the value this consumer last saw, so a consumer that lost its partition in a
 rebalance (a zombie) cannot commit a second copy of an effect. On assignment the runner seeks to
 the stored offsets, unless the topic is a new incarnation (another topic id), in which case it
@@ -41,6 +42,10 @@ ApplyBatch = Callable[[list[Any], Session], None]
 
 class OwnershipLost(RuntimeError):
     """Another consumer committed this partition since we read its offset."""
+
+    def __init__(self, partition: TopicPartition) -> None:
+        super().__init__(f"{partition.topic}[{partition.partition}]")
+        self.partition = partition
 
 
 class Deduplicated(Protocol):
@@ -148,8 +153,8 @@ class ConsumerRunner:
         try:
             while not self._stop.is_set() and not (until and until()):
                 batch = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
-                for partition, records in batch.items():
-                    self._process_with_retry(partition, records)
+                if batch:
+                    self._process_with_retry(batch)
         finally:
             self._consumer.close(autocommit=False)
             self._producer.close(timeout=5)
@@ -195,20 +200,23 @@ class ConsumerRunner:
 
     # Processing ------------------------------------------------------------------------------
 
-    def _process_with_retry(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
-        owned = self._owned.get(partition)
-        if owned is None:  # revoked while the batch was in flight
+    def _process_with_retry(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
+        owned = {partition: (self._owned[partition], records) for partition, records in batch.items()
+                 if partition in self._owned}  # a partition revoked while the batch was in flight is skipped
+        if not owned:
             return
         try:
-            self._process(partition, owned, records)
-        except OwnershipLost:
-            log.warning("%s: %s[%d] was committed by another consumer; re-reading its offset",
-                        self.name, partition.topic, partition.partition)
-            self._resync(partition)
+            self._process(owned)
+        except OwnershipLost as lost:
+            log.warning("%s: %s[%d] was committed by another consumer; re-reading the batch's offsets",
+                        self.name, lost.partition.topic, lost.partition.partition)
+            for partition in owned:
+                self._resync(partition)
         except (OperationalError, InterfaceError) as exc:
             self.stats.retries += 1
             log.warning("%s: database error (%s); retrying the batch", self.name, exc.__class__.__name__)
-            self._resync(partition)
+            for partition in owned:
+                self._resync(partition)
             self._stop.wait(1.0)
 
     def _resync(self, partition: TopicPartition) -> None:
@@ -224,15 +232,16 @@ class ConsumerRunner:
             owned.stored_topic_id = stored[0] if stored else None
             self._consumer.seek_to_beginning(partition)
 
-    def _process(self, partition: TopicPartition, owned: _Owned, records: list[ConsumerRecord]) -> None:
+    def _process(self, batch: Mapping[TopicPartition, tuple[_Owned, list[ConsumerRecord]]]) -> None:
         failures: list[_Failure] = []
         decoded: list[tuple[ConsumerRecord, Any]] = []
-        for record in records:
-            try:
-                decoded.append((record, self._decode(record.value)))
-            except Exception as exc:
-                failures.append(_Failure(record, "decode", str(exc) or exc.__class__.__name__,
-                                         traceback.format_exc()))
+        for _, records in batch.values():
+            for record in records:
+                try:
+                    decoded.append((record, self._decode(record.value)))
+                except Exception as exc:
+                    failures.append(_Failure(record, "decode", str(exc) or exc.__class__.__name__,
+                                             traceback.format_exc()))
         with Session(self._engine) as session:
             session.begin()
             try:
@@ -246,15 +255,18 @@ class ConsumerRunner:
                     session.rollback()
                     session.begin()
                     applied = self._apply_all(session, self._load_marks(session, decoded), decoded, failures)
-                self._commit_tracking(session, partition, owned, records, applied)
+                self._commit_marks(session, applied)
+                for partition, (owned, records) in batch.items():
+                    self._commit_offset(session, partition, owned, records[-1].offset + 1)
                 self._dead_letter(failures)
                 session.commit()
             except BaseException:
                 session.rollback()
                 raise
         # The transaction committed: only now does memory move on.
-        owned.next_offset = records[-1].offset + 1
-        owned.stored_topic_id = owned.topic_id
+        for owned, records in batch.values():
+            owned.next_offset = records[-1].offset + 1
+            owned.stored_topic_id = owned.topic_id
         self.stats.batches += 1
         self.stats.dead_lettered += len(failures)
 
@@ -324,14 +336,14 @@ class ConsumerRunner:
             .where(consumer_marks.c.group_id == self.group_id, consumer_marks.c.aggregate_id.in_(ids)))
         return {row.aggregate_id: row.version for row in rows}
 
-    def _commit_tracking(self, session: Session, partition: TopicPartition, owned: _Owned,
-                         records: list[ConsumerRecord], changed_marks: dict[str, int]) -> None:
+    def _commit_marks(self, session: Session, changed_marks: dict[str, int]) -> None:
         if changed_marks:
             connection = session.connection()
             connection.execute(
                 upsert_statement(connection, consumer_marks, ["group_id", "aggregate_id"], ["version"]),
                 [{"group_id": self.group_id, "aggregate_id": a, "version": v} for a, v in changed_marks.items()])
-        new_offset = records[-1].offset + 1
+
+    def _commit_offset(self, session: Session, partition: TopicPartition, owned: _Owned, new_offset: int) -> None:
         key = and_(consumer_offsets.c.group_id == self.group_id, consumer_offsets.c.topic == partition.topic,
                    consumer_offsets.c.partition == partition.partition)
         if owned.stored_topic_id is None:
@@ -341,7 +353,7 @@ class ConsumerRunner:
                         group_id=self.group_id, topic=partition.topic, partition=partition.partition,
                         topic_id=owned.topic_id, next_offset=new_offset))
             except IntegrityError:
-                raise OwnershipLost() from None
+                raise OwnershipLost(partition) from None
             return
         result = session.execute(
             update(consumer_offsets)
@@ -349,7 +361,7 @@ class ConsumerRunner:
                    consumer_offsets.c.next_offset == owned.next_offset)
             .values(topic_id=owned.topic_id, next_offset=new_offset))
         if result.rowcount != 1:
-            raise OwnershipLost()
+            raise OwnershipLost(partition)
 
     def _dead_letter(self, failures: list[_Failure]) -> None:
         """Publish failures before the offsets that skip them commit: none can be lost."""

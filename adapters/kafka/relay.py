@@ -16,6 +16,7 @@ Guarantees, and how:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from eventsourcing.application import Application
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError
 from sqlalchemy import Engine, select
 
@@ -84,6 +85,8 @@ class Relay:
         batch_size: int = 1000,
         idle_sleep_s: float = 0.02,
         topic_check_interval_s: float = 2.0,
+        lease_check_interval_s: float = 1.0,
+        position_save_interval_s: float = 0.25,
         name: str = "trove",
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
@@ -96,10 +99,13 @@ class Relay:
         self._batch_size = batch_size
         self._idle_sleep_s = idle_sleep_s
         self._topic_check_interval_s = topic_check_interval_s
+        self._lease_check_interval_s = lease_check_interval_s
+        self._position_save_interval_s = position_save_interval_s
         self._name = name
         self._on_batch = on_batch
         self._stop = threading.Event()
         self._producer: KafkaProducer | None = None
+        self._admin: KafkaAdminClient | None = None
         self.published = 0
 
     def stop(self) -> None:
@@ -130,25 +136,42 @@ class Relay:
         current_topic_id = self._ensure_topic()
         position = self._starting_position(current_topic_id)
         self._producer = self._producer or self._new_producer()
-        checked_at = time.monotonic()
-        while not self._stop.is_set():
-            self._lease.check()
-            if time.monotonic() - checked_at >= self._topic_check_interval_s:
-                if self._current_topic_id() != current_topic_id:
-                    log.warning("topic %s was recreated; republishing from the start of the store", self._topic)
-                    return
-                checked_at = time.monotonic()
-            notifications = self._app.recorder.select_notifications(
-                start=position.notification_id, limit=self._batch_size, inclusive_of_start=False)
-            if not notifications:
-                self._stop.wait(self._idle_sleep_s)
-                continue
-            self._publish(notifications)
-            position = RelayPosition(current_topic_id, notifications[-1].id)
-            self._positions.save(position)
-            self.published += len(notifications)
-            if self._on_batch:
-                self._on_batch(position.notification_id)
+        topic_checked = lease_checked = saved_at = time.monotonic()
+        saved = position
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now - lease_checked >= self._lease_check_interval_s:
+                    self._lease.check()
+                    lease_checked = now
+                if now - topic_checked >= self._topic_check_interval_s:
+                    if self._current_topic_id() != current_topic_id:
+                        log.warning("topic %s was recreated; republishing from the start of the store", self._topic)
+                        return
+                    topic_checked = now
+                notifications = self._app.recorder.select_notifications(
+                    start=position.notification_id, limit=self._batch_size, inclusive_of_start=False)
+                if notifications:
+                    self._publish(notifications)
+                    position = RelayPosition(current_topic_id, notifications[-1].id)
+                    self.published += len(notifications)
+                    if self._on_batch:
+                        self._on_batch(position.notification_id)
+                # Saved once caught up, after a full batch (a backlog: a crash then resends one batch at
+                # most), and otherwise every few hundred ms. Consumers drop the repeats a crash resends, so
+                # a position a little behind costs a few duplicates; a save per small batch cost a
+                # transaction per batch under load.
+                due = (not notifications or len(notifications) >= self._batch_size
+                       or now - saved_at >= self._position_save_interval_s)
+                if position != saved and due:
+                    self._positions.save(position)
+                    saved, saved_at = position, now
+                if not notifications:
+                    self._stop.wait(self._idle_sleep_s)
+        finally:
+            if position != saved:
+                with contextlib.suppress(Exception):  # the next start resends from the older position
+                    self._positions.save(position)
 
     def _publish(self, notifications: list) -> None:
         producer = self._producer
@@ -187,8 +210,11 @@ class Relay:
             return ensure_topic(admin, self._topic, self._partitions)
 
     def _current_topic_id(self) -> str | None:
-        with admin_client(self._bootstrap) as admin:
-            return topic_id(admin, self._topic)
+        # One admin client for the checks every few seconds: a new one each time costs a connection.
+        if self._admin is None:
+            self._admin = KafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=10_000,
+                                           client_id=f"trove-es-relay-{self._name}-admin")
+        return topic_id(self._admin, self._topic)
 
     def _new_producer(self) -> KafkaProducer:
         return KafkaProducer(
@@ -206,6 +232,10 @@ class Relay:
         )
 
     def _close_producer(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                admin.close()
         producer, self._producer = self._producer, None
         if producer is not None:
             try:
