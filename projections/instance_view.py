@@ -275,7 +275,7 @@ def record_from_aggregate(instance: Instance) -> InstanceRecord:
         status=visible_status(instance.task, instance.server_status),
         operating_status=operating_status(instance.task, instance.server_status, instance.service_status),
         task_status=instance.task, server_status=instance.server_status, service_status=instance.service_status,
-        service_status_updated=None, flavor=instance.flavor, volume_size=instance.volume_size,
+        service_status_updated=None, flavor=dict(instance.flavor), volume_size=instance.volume_size,
         datastore=instance.datastore, datastore_version=instance.datastore_version,
         datastore_version_id=instance.datastore_version_id, region=instance.region, availability_zone=None,
         server_id=instance.server_id, volume_id=instance.volume_id, addresses=[], created_at=created,

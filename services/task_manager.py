@@ -298,10 +298,10 @@ class TaskManager:
         return OperationContext.from_recorded(item.context).carried_by(
             "taskmanager", self.server_ip).recorded()
 
-    def _open_instance(self, item: WorkItem) -> Instance | None:
-        """The instance, when the item's operation is still open on it."""
+    def _open_instance(self, item: WorkItem, *, to_change: bool = False) -> Instance | None:
+        """The instance, when the item's operation is still open on it; only to look at unless ``to_change``."""
         try:
-            instance = self.instances.get(item.instance_id)
+            instance = self.instances.get(item.instance_id, to_change=to_change)
         except NotFound:
             return None
         return instance if instance.operation_open(item.request_id) else None
@@ -589,7 +589,7 @@ class TaskManager:
         instance = self._open_instance(item)
         if instance is None:
             return self._park(item)
-        quota = self.instances.quota(instance.tenant_id)
+        quota = self.instances.quota(instance.tenant_id, to_change=False)
         unsettled = [request for request, r in (quota.reservations.items() if quota else ())
                      if r["instance_id"] == item.instance_id]
         if unsettled and not self._expired(item):
@@ -602,7 +602,7 @@ class TaskManager:
                                         request_id, commit=True)
         context = self._context(item)
         for _ in range(5):
-            instance = self._open_instance(item)
+            instance = self._open_instance(item, to_change=True)
             if instance is None or instance.deleted:
                 return self._park(item)
             instance.record_deleted(context)
@@ -649,7 +649,7 @@ class TaskManager:
         if detail["operation"] == RESIZE_VOLUME and not detail["succeeded"]:
             # Keep the reservation only if the volume did grow before the failure.
             try:
-                instance = self.instances.get(item.instance_id)
+                instance = self.instances.get(item.instance_id, to_change=False)
                 commit = (instance.volume_size or 0) >= int(detail.get("new_volume_size") or 0) > 0
             except NotFound:
                 commit = False

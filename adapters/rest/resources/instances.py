@@ -145,7 +145,8 @@ class InstanceResource:
             self._reads.wrote(context(req), key, self._instances.rename(context(req), key, changes["name"],
                                                                         admin=admin))
         else:
-            self._instances.get(key, context(req), admin=admin)  # a rename of nothing still needs an instance
+            # A rename of nothing still needs an instance.
+            self._instances.get(key, context(req), admin=admin, to_change=False)
         accepted(resp)
 
     on_patch = on_put
