@@ -93,6 +93,7 @@ class FakeGuestFleet:
         self._stop = threading.Event()
         self.guests: dict[str, SimulatedGuest] = {}
         self._producer: KafkaProducer | None = None
+        self._unflushed = False  # something sent since the last flush
         create_tables(engine, metadata)
 
     @classmethod
@@ -113,7 +114,10 @@ class FakeGuestFleet:
                                  allow_auto_create_topics=False, client_id="trove-es-fake-guests",
                                  # A fetch parked on the broker delays a newly assigned guest's first
                                  # command until it returns; keep the park short.
-                                 fetch_max_wait_ms=20, metadata_max_age_ms=5000)
+                                 fetch_max_wait_ms=20,
+                                 # Hundreds of guest topics on one broker whose leader never moves: their
+                                 # metadata every 5 s was a tenth of the fleet's time.
+                                 metadata_max_age_ms=30_000)
         # One in-flight request keeps a guest's heartbeat ahead of the result that follows it.
         self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=0,
                                        max_in_flight_requests_per_connection=1, allow_auto_create_topics=False,
@@ -135,7 +139,9 @@ class FakeGuestFleet:
                 now = self._clock()
                 for guest in list(self.guests.values()):
                     self._progress(guest, now)
-                self._producer.flush(timeout=10)
+                if self._unflushed:
+                    self._producer.flush(timeout=10)
+                    self._unflushed = False
         finally:
             consumer.close(autocommit=False)
             self._producer.close(timeout=5)
@@ -144,7 +150,8 @@ class FakeGuestFleet:
     # Which guests run ---------------------------------------------------------------------------------
 
     def _scan(self, admin: KafkaAdminClient, consumer: KafkaConsumer) -> None:
-        live = {s.instance_id: s for s in self._compute.list_servers() if s.status in _LIVE}
+        live = {instance_id: name for instance_id, (name, status) in self._compute.server_names_by_status().items()
+                if status in _LIVE}
         changed = False
         for instance_id in set(self.guests) - set(live):
             del self.guests[instance_id]
@@ -154,10 +161,9 @@ class FakeGuestFleet:
         waiting = [i for i in live if i not in self.guests]
         new_partitions = []
         for instance_id in self._topics_ready(admin, waiting):
-            server = live[instance_id]
-            guest = SimulatedGuest(instance_id, server.name, self._topic(instance_id),
-                                   never_healthy=bool(self.never_healthy_marker
-                                                      and self.never_healthy_marker in server.name))
+            name = live[instance_id]
+            guest = SimulatedGuest(instance_id, name, self._topic(instance_id),
+                                   never_healthy=bool(self.never_healthy_marker and self.never_healthy_marker in name))
             with self._reader.connect() as connection:
                 row = connection.execute(select(fake_guests)
                                          .where(fake_guests.c.instance_id == instance_id)).first()
@@ -260,11 +266,13 @@ class FakeGuestFleet:
     def _send(self, guest: SimulatedGuest, value: bytes) -> None:
         assert self._producer is not None
         self._producer.send(self._conductor_topic, key=guest.instance_id.encode(), value=value)
+        self._unflushed = True
 
     def _commit(self, guest: SimulatedGuest, offset: int) -> None:
         # The answer must be on the broker before the command counts as done, or a crash loses it.
         assert self._producer is not None
         self._producer.flush(timeout=10)
+        self._unflushed = False
         guest.committed = offset + 1
         with self._engine.begin() as connection:
             connection.execute(upsert_statement(connection, fake_guests, ["instance_id"],

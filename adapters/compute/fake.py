@@ -135,6 +135,16 @@ class FakeCompute:
                                      .where(fake_compute_servers.c.instance_id == instance_id)).mappings().first()
         return _server(self._effective(dict(row))) if row else None
 
+    def server_names_by_status(self) -> dict[str, tuple[str, str]]:
+        """Every server's (name, status) by instance id: what the simulated guests poll for, cheaply."""
+        columns = fake_compute_servers.c
+        with self._reader.connect() as connection:
+            rows = connection.execute(select(columns.instance_id, columns.name, columns.status, columns.pending,
+                                             columns.ready_at)).all()
+        now = self._clock()
+        return {row.instance_id: (row.name, json.loads(row.pending).get("status", row.status)
+                                  if row.pending and row.ready_at <= now else row.status) for row in rows}
+
     def list_servers(self) -> list[Server]:
         """Every server, as ``get`` shows it (the simulated guests watch this)."""
         with self._reader.connect() as connection:
