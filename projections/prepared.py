@@ -25,16 +25,26 @@ class PreparedRead:
     def first(self, **parameters: Any) -> dict[str, Any] | None:
         values = self._compiled.construct_params(parameters)
         arguments: Any = [values[name] for name in self._positions] if self._positions is not None else values
-        # A Connection, not a bare pool checkout, so the engine's execution options (a read-only
-        # engine's autocommit) apply to the driver connection used underneath.
-        with self._engine.connect() as connection:
-            cursor = connection.connection.dbapi_connection.cursor()
-            try:
-                cursor.execute(self._sql, arguments)
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-        return dict(zip(self._names, row, strict=True)) if row is not None else None
+        for attempt in (1, 2):
+            # A Connection, not a bare pool checkout, so the engine's execution options (a read-only
+            # engine's autocommit) apply to the driver connection used underneath.
+            with self._engine.connect() as connection:
+                dbapi_connection = connection.connection.dbapi_connection
+                cursor = dbapi_connection.cursor()
+                try:
+                    cursor.execute(self._sql, arguments)
+                    row = cursor.fetchone()
+                except self._engine.dialect.loaded_dbapi.Error as error:
+                    # The pool trusts recently used connections without a ping; one that died with a
+                    # server restart is dropped here and the read runs once more on a fresh one.
+                    if attempt == 2 or not self._engine.dialect.is_disconnect(error, dbapi_connection, cursor):
+                        raise
+                    connection.invalidate(error)
+                    continue
+                finally:
+                    cursor.close()
+            return dict(zip(self._names, row, strict=True)) if row is not None else None
+        raise AssertionError("unreachable")
 
 
 def json_value(value: Any) -> Any:

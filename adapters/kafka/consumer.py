@@ -141,9 +141,10 @@ class ConsumerRunner:
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(500, self._session_timeout_ms // 3),
             max_poll_records=self._max_records,
-            # A fetch the broker parks waiting for data can hold a record that arrived meanwhile for the
-            # whole wait (tansu); every hop of an operation pays it, so keep the park short.
-            fetch_max_wait_ms=100,
+            # The broker answers a parked fetch as soon as a record arrives (measured on tansu: the same
+            # p50/p99 delivery at 100 ms and 500 ms), so a long park costs no latency; a short one cost
+            # every idle consumer a few per cent of a core in empty fetches.
+            fetch_max_wait_ms=500,
             # Notice a topic recreated by a restarted broker within seconds, not minutes.
             metadata_max_age_ms=5000,
         )

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
+
+# A pooled PostgreSQL connection back from use within this long is trusted without a ping.
+IDLE_PING_S = 1.0
 
 
 def create_sql_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -17,7 +22,9 @@ def create_sql_engine(url: str, *, pool_size: int = 5) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
+        ping_when_idle(engine)
+        return engine
     if parsed.get_backend_name() != "sqlite":
         raise ValueError(f"unsupported SQL URL scheme {parsed.drivername!r}")
     if parsed.database and parsed.database != ":memory:":
@@ -44,6 +51,33 @@ def create_sql_engine(url: str, *, pool_size: int = 5) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def ping_when_idle(engine: Engine, idle_s: float = IDLE_PING_S) -> None:
+    """Ping a pooled connection on checkout only when it sat unused for ``idle_s``.
+
+    ``pool_pre_ping`` pings on every checkout: a round trip that was almost half of a show's time on
+    PostgreSQL. A connection handed back a moment ago is alive but for a server restart in between;
+    that rare case fails one statement, and SQLAlchemy then drops every pooled connection of that
+    age (its disconnect handling). The API's hot read retries it itself (``PreparedRead``).
+    """
+    @event.listens_for(engine.pool, "checkin")
+    def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get("checked_in_at")
+        if returned is None or time.monotonic() - returned < idle_s:
+            return  # new (just connected), or recently in use
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            if not dbapi_connection.autocommit:
+                dbapi_connection.rollback()  # leave no transaction open behind the pool's back
+        except Exception as error:
+            # The pool discards this connection and checks out (or opens) another.
+            raise exc.DisconnectionError(f"pooled connection failed its ping: {error}") from error
 
 
 READ_ONLY = "trove_es_read_only"

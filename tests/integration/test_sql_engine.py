@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from sqlalchemy import text
+import psycopg
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, select, text
 
-from adapters.sql.engine import create_sql_engine, read_only
+from adapters.sql.engine import IDLE_PING_S, create_sql_engine, read_only
+from projections.prepared import PreparedRead
+
+pytestmark = pytest.mark.integration
 
 
 def test_a_read_only_query_runs_while_a_writer_holds_the_lock(tmp_path: Path) -> None:
@@ -22,4 +28,37 @@ def test_a_read_only_query_runs_while_a_writer_holds_the_lock(tmp_path: Path) ->
             assert connection.execute(text("SELECT count(*) FROM t")).scalar_one() == 1
     with reader.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM t")).scalar_one() == 2
+    engine.dispose()
+
+
+def _backend_pid(engine) -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as connection:
+        return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _terminate(postgres_url: str, pid: int) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
+
+
+def test_a_pooled_connection_killed_while_idle_is_replaced_on_checkout(postgres_url: str) -> None:
+    engine = create_sql_engine(postgres_url, pool_size=1)
+    dead = _backend_pid(engine)
+    _terminate(postgres_url, dead)
+    time.sleep(IDLE_PING_S + 0.2)  # idle long enough to be pinged on the next checkout
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT pg_backend_pid()")).scalar_one() != dead
+    engine.dispose()
+
+
+def test_the_prepared_show_read_survives_a_backend_killed_between_requests(postgres_url: str) -> None:
+    engine = create_sql_engine(postgres_url, pool_size=1)
+    with engine.begin() as setup:
+        setup.execute(text("CREATE TABLE t (id TEXT PRIMARY KEY, v INTEGER)"))
+        setup.execute(text("INSERT INTO t VALUES ('a', 7)"))
+    table = Table("t", MetaData(), Column("id", String, primary_key=True), Column("v", Integer))
+    read = PreparedRead(read_only(engine), select(table.c.v).where(table.c.id == bindparam("key")))
+    assert read.first(key="a") == {"v": 7}
+    _terminate(postgres_url, _backend_pid(engine))  # within IDLE_PING_S: the pool hands it out unpinged
+    assert read.first(key="a") == {"v": 7}, "the read is retried once on a fresh connection"
     engine.dispose()
