@@ -142,7 +142,10 @@ class TaskManager:
             self._add(transaction, event.aggregate_id, event.request_id or "", REFRESH, event.data["operation"],
                       REFRESH, _context_of(event), {}, now + self.operation_timeout_s, now)
         elif event.type == "ServiceStatusChanged":
-            self._work.wake(transaction, event.aggregate_id, AWAIT_HEALTHY, now)
+            # Only a status that decides a build is worth a look; normally the same save closed the build
+            # and the closing event, next in this batch, removes the item again.
+            if ServiceStatus.from_description(event.data["service_status"]).build_outcome is not None:
+                self._work.wake(transaction, event.aggregate_id, AWAIT_HEALTHY, now)
         elif event.type in _CLOSES:
             self._operation_closed(event, transaction, now)
         else:
@@ -425,7 +428,13 @@ class TaskManager:
             item.instance_id, item.request_id, self._clock(), datastore=instance.datastore,
             datastore_version=instance.datastore_version, databases=item.detail.get("databases", []),
             users=item.detail.get("users", []), volume_size=instance.volume_size))
-        return self._now(AWAIT_HEALTHY)
+        return self._awaiting_healthy(item)
+
+    def _awaiting_healthy(self, item: WorkItem) -> Outcome:
+        # The guest's status ends the build where it is recorded; this step wakes for what that misses
+        # (an outcome status with the build still open) and, at the latest, at the deadline.
+        assert item.deadline is not None
+        return Outcome(AWAIT_HEALTHY, min(item.deadline, self._clock() + self._recheck_s))
 
     def _await_healthy(self, item: WorkItem) -> Outcome:
         instance = self._open_instance(item)
@@ -442,8 +451,7 @@ class TaskManager:
             return self._park(item)
         if self._expired(item):
             return self._build_timed_out(item)
-        # Normally the ServiceStatusChanged event wakes this step; the re-check is a safety net.
-        return Outcome(AWAIT_HEALTHY, min(item.deadline, self._clock() + self._recheck_s))
+        return self._awaiting_healthy(item)
 
     def _image_id(self, datastore_version_id: str) -> str:
         # A version's image never changes once registered, so one load per version is enough.

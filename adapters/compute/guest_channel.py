@@ -6,13 +6,14 @@ deleted with the instance. The same channel serves the simulated guests and the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from adapters.kafka.topics import ensure_topic, topic_id
+from adapters.kafka.topics import topic_id
 from domain.guest_protocol import GuestCommand
 
 log = logging.getLogger(__name__)
@@ -37,26 +38,34 @@ class KafkaGuestChannel:
 
     def ensure(self, instance_id: str) -> str:
         topic = self.topic(instance_id)
-        # One partition: a guest must see its commands in the order they were sent.
-        ensure_topic(self._admin_client(), topic, 1)
+        # One partition: a guest must see its commands in the order they were sent. One request, not a
+        # wait for the new topic's metadata (that was most of a build's step): a send that finds no
+        # leader yet waits for one itself, up to ``send_timeout_s``.
+        with contextlib.suppress(TopicAlreadyExistsError):
+            self._admin_client().create_topics({topic: {"num_partitions": 1, "replication_factor": -1}})
+        # The producer looks the new topic up now, while the caller records the step, not at the send.
+        self._ready_producer()._metadata.add_topic(topic)
         return topic
 
     def exists(self, instance_id: str) -> bool:
         return topic_id(self._admin_client(), self.topic(instance_id)) is not None
 
     def send(self, command: GuestCommand) -> None:
-        with self._lock:
-            if self._producer is None:
-                self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks="all",
-                                               client_id="trove-es-task-manager", allow_auto_create_topics=False,
-                                               max_block_ms=int(self._timeout * 1000))
-            producer = self._producer
+        producer = self._ready_producer()
         topic = self.topic(command.instance_id)
         # kafka-python 3.0 keeps refreshing metadata only for topics it did not know at their first send:
         # a topic learnt from its first all-topics fetch drops out at the next refresh, and its (empty)
         # batch queue then keeps the sender thread spinning on an "unknown leader" at a full core.
         producer._metadata.add_topic(topic)
         producer.send(topic, key=command.instance_id.encode(), value=command.to_json()).get(timeout=self._timeout)
+
+    def _ready_producer(self) -> KafkaProducer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks="all",
+                                               client_id="trove-es-task-manager", allow_auto_create_topics=False,
+                                               max_block_ms=int(self._timeout * 1000))
+            return self._producer
 
     def remove(self, instance_id: str) -> None:
         try:
