@@ -15,6 +15,9 @@ every few seconds with the same status, so a status already reconciled within ``
 trusted without a load. The price: a status changed by someone else (an admin ``reset_status``)
 while the guest keeps reporting the same thing is put right up to ``reconcile_s`` later.
 
+The instances a batch changes are saved together in one write (``InstanceChanges``): a burst of
+guests reporting costs one transaction, not one each.
+
 What was last seen and the liveness are kept by a ``GuestLedger``, written in the transaction the
 consumer runner applies the batch in, so they commit with the batch's offsets.
 """
@@ -34,7 +37,7 @@ from domain.errors import NotFound
 from domain.guest_protocol import GuestMessage, Heartbeat, Result
 from domain.instance import CREATE, RESIZE_FLAVOR, RESIZE_VOLUME, RESTART, Instance
 from domain.statuses import ServiceStatus
-from services.instances import InstanceService
+from services.instances import InstanceChanges, InstanceService
 from services.ports import GuestLedger, GuestLiveness, LastSeen
 from services.task_manager import local_ip
 
@@ -81,6 +84,7 @@ class Conductor:
             return
         log.debug("conductor: batch of %d messages", len(messages))
         seen = self.ledger.last_seen(transaction, {(m.instance_id, m.method) for m in messages})
+        instances = self.instances.changes()  # every instance the batch changes, saved in one write
         changed: dict[tuple[str, str], LastSeen] = {}
         beats: dict[str, GuestLiveness] = {}
         for message in messages:
@@ -90,18 +94,19 @@ class Conductor:
                 self.stats.stale += 1
                 continue
             if isinstance(message, Heartbeat):
-                reconciled = self._heartbeat(message, previous)
+                reconciled = self._heartbeat(message, previous, instances)
                 if reconciled is None:
                     continue
                 status, reconciled_at = reconciled
                 row = LastSeen(message.instance_id, message.method, message.sent_at, status, reconciled_at)
                 beats[message.instance_id] = GuestLiveness(message.instance_id, message.service_status,
                                                            last_seen_at=self._clock(), sent_at=message.sent_at)
-            elif self._result(message):
+            elif self._result(message, instances):
                 row = LastSeen(message.instance_id, message.method, message.sent_at)
             else:
                 continue
             seen[key] = changed[key] = row
+        instances.save()
         if changed:
             self.ledger.record_seen(transaction, list(changed.values()))
         if beats:
@@ -109,7 +114,8 @@ class Conductor:
 
     # -----------------------------------------------------------------------------------------------
 
-    def _heartbeat(self, beat: Heartbeat, previous: LastSeen | None) -> tuple[str, float] | None:
+    def _heartbeat(self, beat: Heartbeat, previous: LastSeen | None,
+                   instances: InstanceChanges) -> tuple[str, float] | None:
         """Reconcile the reported status: the (status, when) last reconciled, None when the instance is unknown."""
         self.stats.heartbeats += 1
         now = self._clock()
@@ -125,7 +131,7 @@ class Conductor:
             return instance.change_service_status(self._context(instance), status)
 
         try:
-            if self.instances.record(beat.instance_id, change):
+            if instances.apply(beat.instance_id, change):
                 self.stats.status_changes += 1
         except NotFound:
             self.stats.unknown_instances += 1
@@ -133,7 +139,7 @@ class Conductor:
             return None
         return beat.service_status, now
 
-    def _result(self, result: Result) -> bool:
+    def _result(self, result: Result, instances: InstanceChanges) -> bool:
         self.stats.results += 1
         operation = _OPERATION_OF.get(result.method)
 
@@ -155,7 +161,7 @@ class Conductor:
             return True
 
         try:
-            if self.instances.record(result.instance_id, change):
+            if instances.apply(result.instance_id, change):
                 self.stats.operations_closed += 1
         except NotFound:
             self.stats.unknown_instances += 1
