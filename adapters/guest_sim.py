@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import BigInteger, Column, Engine, Float, MetaData, String, Table, delete, select
@@ -71,6 +72,11 @@ class SimulatedGuest:
     queue: deque[tuple[int, bytes]] = field(default_factory=deque)
     pending: tuple[float, Callable[[], None]] | None = None  # (due, finish) of the command in hand
     next_heartbeat: float = 0.0
+    attached_at: float = 0.0
+    settled: bool = False  # read by the settled consumer (long fetch parks) rather than the newcomers'
+
+
+SETTLE_AFTER_S = 3.0  # a guest's first seconds (its prepare) are read with short fetch parks
 
 
 class FakeGuestFleet:
@@ -110,14 +116,17 @@ class FakeGuestFleet:
         with admin_client(self._bootstrap) as admin:
             ensure_topic(admin, self._conductor_topic, self._conductor_partitions)
         admin = KafkaAdminClient(bootstrap_servers=self._bootstrap, client_id="trove-es-fake-guests-admin")
-        consumer = KafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None,
-                                 allow_auto_create_topics=False, client_id="trove-es-fake-guests",
-                                 # A fetch parked on the broker delays a newly assigned guest's first
-                                 # command until it returns; keep the park short.
-                                 fetch_max_wait_ms=20,
-                                 # Hundreds of guest topics on one broker whose leader never moves: their
-                                 # metadata every 5 s was a tenth of the fleet's time.
-                                 metadata_max_age_ms=30_000)
+        # Two readers. A partition assigned while a fetch is parked on the broker is first read when that
+        # fetch returns, so a guest's first commands go through short parks (newcomers). Once settled, a
+        # guest moves to long parks: the broker answers those as soon as a command arrives, and hundreds
+        # of guest topics fetched fifty times a second were most of the fleet's time.
+        newcomers, settled = (
+            KafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None,
+                          allow_auto_create_topics=False, client_id=f"trove-es-fake-guests-{role}",
+                          fetch_max_wait_ms=park_ms,
+                          # One broker whose leader never moves: guest topics' metadata need not be fresh.
+                          metadata_max_age_ms=30_000)
+            for role, park_ms in (("newcomers", 20), ("settled", 500)))
         # One in-flight request keeps a guest's heartbeat ahead of the result that follows it.
         self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=0,
                                        max_in_flight_requests_per_connection=1, allow_auto_create_topics=False,
@@ -127,14 +136,15 @@ class FakeGuestFleet:
             while not self._stop.is_set():
                 now = self._clock()
                 if now >= next_scan:
-                    self._scan(admin, consumer)
+                    self._scan(admin, newcomers, settled)
                     next_scan = now + self._scan_s
-                if consumer.assignment():
-                    for partition, records in consumer.poll(timeout_ms=20).items():
-                        guest = self._by_topic(partition.topic)
-                        if guest is not None:
-                            guest.queue.extend((r.offset, r.value) for r in records)
-                else:
+                polled = False
+                for consumer in (settled, newcomers):  # the settled one without waiting, then the newcomers
+                    if consumer.assignment():
+                        wait_ms = 20 if consumer is newcomers or not newcomers.assignment() else 0
+                        self._queue(consumer.poll(timeout_ms=wait_ms))
+                        polled = True
+                if not polled:
                     self._stop.wait(0.05)
                 now = self._clock()
                 for guest in list(self.guests.values()):
@@ -143,13 +153,20 @@ class FakeGuestFleet:
                     self._producer.flush(timeout=10)
                     self._unflushed = False
         finally:
-            consumer.close(autocommit=False)
+            newcomers.close(autocommit=False)
+            settled.close(autocommit=False)
             self._producer.close(timeout=5)
             admin.close()
 
     # Which guests run ---------------------------------------------------------------------------------
 
-    def _scan(self, admin: KafkaAdminClient, consumer: KafkaConsumer) -> None:
+    def _queue(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        for partition, records in batch.items():
+            guest = self._by_topic(partition.topic)
+            if guest is not None:
+                guest.queue.extend((r.offset, r.value) for r in records)
+
+    def _scan(self, admin: KafkaAdminClient, newcomers: KafkaConsumer, settled: KafkaConsumer) -> None:
         live = {instance_id: name for instance_id, (name, status) in self._compute.server_names_by_status().items()
                 if status in _LIVE}
         changed = False
@@ -169,14 +186,27 @@ class FakeGuestFleet:
                                          .where(fake_guests.c.instance_id == instance_id)).first()
             if row is not None:
                 guest.status, guest.committed = row.service_status, row.next_offset
+            guest.attached_at = self._clock()
             self.guests[instance_id] = guest
             log.debug("guest %s attached at offset %d (status %s)", instance_id, guest.committed, guest.status)
             new_partitions.append((TopicPartition(guest.topic, 0), guest.committed))
             changed = True
+        now = self._clock()
+        moved = []
+        for guest in self.guests.values():
+            if not guest.settled and now - guest.attached_at >= SETTLE_AFTER_S:
+                partition = TopicPartition(guest.topic, 0)
+                # Where the newcomers left off: what they returned is in the guest's queue already.
+                moved.append((partition, newcomers.position(partition)))
+                guest.settled = changed = True
         if changed:
-            consumer.assign([TopicPartition(g.topic, 0) for g in self.guests.values()])
+            newcomers.assign([TopicPartition(g.topic, 0) for g in self.guests.values() if not g.settled])
+            settled.assign([TopicPartition(g.topic, 0) for g in self.guests.values() if g.settled])
+            # Partitions each consumer kept from before keep their positions.
             for partition, offset in new_partitions:
-                consumer.seek(partition, offset)  # partitions kept from before keep their positions
+                newcomers.seek(partition, offset)
+            for partition, offset in moved:
+                settled.seek(partition, offset)
 
     def _topics_ready(self, admin: KafkaAdminClient, instance_ids: list[str]) -> list[str]:
         """Those of ``instance_ids`` whose command topic exists (the task manager creates it)."""
