@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ class InstanceService(TroveApplication):
     def __init__(self, *args: Any, quota_defaults: dict[str, int] | None = None, region: str = "RegionOne",
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._quota_locks: dict[str, threading.Lock] = {}
+        self._quota_locks_guard = threading.Lock()
         self.quota_defaults = dict(quota_defaults or {})
         self.region = region
         self.catalog = CatalogService(env=self.env)
@@ -119,7 +122,8 @@ class InstanceService(TroveApplication):
             self.save(instance, quota)
             return instance, instance.version
 
-        return _retrying(attempt)
+        with self._quota_writes(context.tenant_id):
+            return _retrying(attempt)
 
     def restart(self, context: OperationContext, instance_id: UUID | str, *, admin: bool = False) -> int:
         return self._command(context, instance_id, admin, lambda i: i.restart(context.recorded()))
@@ -159,7 +163,8 @@ class InstanceService(TroveApplication):
             self.save(quota)
             return quota
 
-        return _retrying(attempt)
+        with self._quota_writes(tenant_id):
+            return _retrying(attempt)
 
     # Recorded by the task manager and the conductor ------------------------------------------------
 
@@ -194,7 +199,8 @@ class InstanceService(TroveApplication):
                 self.save(quota)
             return changed
 
-        return _retrying(attempt)
+        with self._quota_writes(tenant_id):
+            return _retrying(attempt)
 
     def release_instance_quota(self, context: OperationContext, instance: Instance) -> None:
         def attempt() -> None:
@@ -204,9 +210,20 @@ class InstanceService(TroveApplication):
                                     {INSTANCES: 1, VOLUMES: instance.volume_size or 0})
                 self.save(quota)
 
-        _retrying(attempt)
+        with self._quota_writes(instance.tenant_id):
+            _retrying(attempt)
 
     # ------------------------------------------------------------------------------------------------
+
+    def _quota_writes(self, tenant_id: str) -> threading.Lock:
+        """Held while this process writes a tenant's quota.
+
+        Every create and settlement of a tenant writes its one Quota aggregate. Threads of one process
+        (the API's, the task manager's) then take turns instead of colliding on its version and
+        retrying the whole command; writers in other processes still collide and retry.
+        """
+        with self._quota_locks_guard:
+            return self._quota_locks.setdefault(tenant_id, threading.Lock())
 
     def _command(self, context: OperationContext, instance_id: UUID | str, admin: bool,
                  change: Callable[[Instance], None]) -> int:
