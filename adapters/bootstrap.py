@@ -72,6 +72,7 @@ def build_projection_runner(settings: Settings, projection: Projection) -> Consu
         decode=projection.catalog.decode,
         apply=projection.apply,
         apply_batch=getattr(projection, "apply_batch", None),
+        event_types=getattr(projection, "handles", None),
         engine=engine,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         dead_letter_topic=settings.topics.dead_letter,

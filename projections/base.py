@@ -24,6 +24,9 @@ class Projection(Protocol):
 
     def apply(self, event: PublicEvent, session: Session) -> None: ...
 
+    # A projection may also name the event types it takes in ``handles`` (a frozenset): the runner then
+    # skips the others without decoding them, and a batch of only those opens no transaction.
+    #
     # A projection may also define ``apply_batch(events: list[PublicEvent], session)``, applying a
     # whole batch in order with the same effect as ``apply`` on each. The runner uses it on its fast
     # path (a bulk INSERT is many times cheaper than one per event) and falls back to ``apply``, one

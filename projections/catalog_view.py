@@ -44,6 +44,9 @@ flavors = Table(
 class CatalogView:
     name = "catalog-view"
     metadata = metadata
+    # The runner skips every other event unread: instances and quotas are nearly all of the stream.
+    handles = frozenset({"DatastoreRegistered", "DatastoreDefaultVersionChanged", "DatastoreVersionRegistered",
+                         "DatastoreVersionActivated", "DatastoreVersionDeactivated", "FlavorRegistered"})
 
     def __init__(self) -> None:
         self.catalog: EventCatalog = domain_catalog()

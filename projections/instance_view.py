@@ -104,6 +104,7 @@ class InstanceView:
     def __init__(self) -> None:
         self.catalog: EventCatalog = domain_catalog()
         self._types = {cls.__name__ for cls in INSTANCE_EVENTS}
+        self.handles = frozenset(self._types)  # the runner skips the rest (quota, catalog) unread
 
     def apply(self, event: PublicEvent, session: Session) -> None:
         if event.type not in self._types:

@@ -83,6 +83,8 @@ class Outcome:
 
 class TaskManager:
     name = "task-manager"
+    # What ``apply`` acts on; the consumer runner skips the rest of the stream unread.
+    handles = frozenset({*_REQUESTS, "StatusReset", "ServiceStatusChanged", *_CLOSES})
 
     def __init__(self, *, instances: InstanceService, compute: ComputeDriver, guests: GuestChannel, work: WorkItems,
                  usage_timeout_s: float, operation_timeout_s: float | None = None, lease: Lease | None = None,
@@ -363,6 +365,9 @@ class TaskManager:
         spec = ServerSpec(instance_id=item.instance_id, name=instance.name, flavor=dict(instance.flavor),
                           volume_size=instance.volume_size, image_id=self._image_id(instance.datastore_version_id),
                           availability_zone=item.detail.get("availability_zone"))
+        # The guest's topic first: a server that boots at once then finds it there, and its guest
+        # attaches without waiting for a second look.
+        topic = self.guests.ensure(item.instance_id)
         try:
             server = self.compute.create(spec)
         except ComputeError as exc:
@@ -377,7 +382,7 @@ class TaskManager:
                                                    server.addresses)
 
         if server.status == SERVER_ACTIVE:
-            return self._send_prepare(item, instance, provisioned)  # booted at once: one save for both
+            return self._send_prepare(item, instance, provisioned, topic)  # booted at once: one save for both
         self._record(item, provisioned)
         return self._now("wait_server")
 
@@ -407,14 +412,15 @@ class TaskManager:
         return self._send_prepare(item, instance)
 
     def _send_prepare(self, item: WorkItem, instance: Instance,
-                      also: Callable[[Instance, dict[str, Any]], None] | None = None) -> Outcome:
+                      also: Callable[[Instance, dict[str, Any]], None] | None = None,
+                      topic: str | None = None) -> Outcome:
         """Record ``PrepareSent`` (with ``also``, in one save), then send prepare on the guest's topic.
 
         Recorded before it is sent, so the guest's first status always finds the build prepared and
         can end it. A crash in between re-runs this step, which sends again; guests answer a second
         prepare like the first.
         """
-        topic = self.guests.ensure(item.instance_id)
+        topic = topic or self.guests.ensure(item.instance_id)
 
         def prepared(fresh: Instance, context: dict[str, Any]) -> None:
             if also is not None:

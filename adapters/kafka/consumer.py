@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -60,6 +61,7 @@ class _Owned:
     topic_id: str
     next_offset: int | None  # None: no row stored yet
     stored_topic_id: str | None = None
+    skipped_to: int | None = None  # read past records the handler does not take; not stored yet
 
 
 @dataclass
@@ -97,6 +99,8 @@ class ConsumerRunner:
         max_records: int = 2000,
         poll_timeout_ms: int = 200,
         apply_batch: ApplyBatch | None = None,
+        event_types: Collection[str] | None = None,
+        skipped_offsets_flush_s: float = 1.0,
     ) -> None:
         self.name = name
         self.group_id = group_id
@@ -110,6 +114,12 @@ class ConsumerRunner:
         self._session_timeout_ms = session_timeout_ms
         self._max_records = max_records
         self._poll_timeout_ms = poll_timeout_ms
+        # Records whose ``event_type`` header is not one of these are neither decoded nor applied; a poll
+        # of only such records opens no transaction, and their offsets are stored with the next one (or
+        # within ``skipped_offsets_flush_s``). A crash re-reads and skips them again: they have no effect.
+        self._event_types = frozenset(event_types) if event_types is not None else None
+        self._skipped_flush_s = skipped_offsets_flush_s
+        self._skipped_since: float | None = None
         self._stop = threading.Event()
         self._owned: dict[TopicPartition, _Owned] = {}
         self._consumer: KafkaConsumer | None = None
@@ -156,6 +166,8 @@ class ConsumerRunner:
                 batch = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
                 if batch:
                     self._process_with_retry(batch)
+                elif self._skipped_since is not None:
+                    self._process_with_retry({})  # store skipped offsets while idle
         finally:
             self._consumer.close(autocommit=False)
             self._producer.close(timeout=5)
@@ -204,9 +216,11 @@ class ConsumerRunner:
     def _process_with_retry(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
         owned = {partition: (self._owned[partition], records) for partition, records in batch.items()
                  if partition in self._owned}  # a partition revoked while the batch was in flight is skipped
-        if not owned:
+        if not owned and self._skipped_since is None:
             return
         try:
+            if self._skip(owned):
+                return
             self._process(owned)
         except OwnershipLost as lost:
             log.warning("%s: %s[%d] was committed by another consumer; re-reading the batch's offsets",
@@ -220,11 +234,31 @@ class ConsumerRunner:
                 self._resync(partition)
             self._stop.wait(1.0)
 
+    def _wanted(self, record: ConsumerRecord) -> bool:
+        if self._event_types is None:
+            return True
+        for key, value in record.headers or ():
+            if key == "event_type":
+                return value.decode(errors="replace") in self._event_types
+        return True  # no header: the handler decides
+
+    def _skip(self, batch: Mapping[TopicPartition, tuple[_Owned, list[ConsumerRecord]]]) -> bool:
+        """True when the batch holds nothing the handler takes and its offsets can wait."""
+        if any(self._wanted(record) for _, records in batch.values() for record in records):
+            return False
+        now = time.monotonic()
+        for owned, records in batch.values():
+            owned.skipped_to = records[-1].offset + 1
+        if self._skipped_since is None:
+            self._skipped_since = now
+        return now - self._skipped_since < self._skipped_flush_s
+
     def _resync(self, partition: TopicPartition) -> None:
         stored = self._load_offsets([partition]).get(partition)
         owned = self._owned.get(partition)
         if owned is None or self._consumer is None:
             return
+        owned.skipped_to = None
         if stored is not None and stored[0] == owned.topic_id:
             owned.next_offset, owned.stored_topic_id = stored[1], stored[0]
             self._consumer.seek(partition, stored[1])
@@ -238,6 +272,8 @@ class ConsumerRunner:
         decoded: list[tuple[ConsumerRecord, Any]] = []
         for _, records in batch.values():
             for record in records:
+                if not self._wanted(record):
+                    continue
                 try:
                     decoded.append((record, self._decode(record.value)))
                 except Exception as exc:
@@ -257,17 +293,21 @@ class ConsumerRunner:
                     session.begin()
                     applied = self._apply_all(session, self._load_marks(session, decoded), decoded, failures)
                 self._commit_marks(session, applied)
-                for partition, (owned, records) in batch.items():
-                    self._commit_offset(session, partition, owned, records[-1].offset + 1)
+                offsets = {partition: owned.skipped_to for partition, owned in self._owned.items()
+                           if owned.skipped_to is not None}
+                offsets.update({partition: records[-1].offset + 1 for partition, (_, records) in batch.items()})
+                for partition, offset in offsets.items():
+                    self._commit_offset(session, partition, self._owned[partition], offset)
                 self._dead_letter(failures)
                 session.commit()
             except BaseException:
                 session.rollback()
                 raise
         # The transaction committed: only now does memory move on.
-        for owned, records in batch.values():
-            owned.next_offset = records[-1].offset + 1
-            owned.stored_topic_id = owned.topic_id
+        for partition, offset in offsets.items():
+            owned = self._owned[partition]
+            owned.next_offset, owned.stored_topic_id, owned.skipped_to = offset, owned.topic_id, None
+        self._skipped_since = None
         self.stats.batches += 1
         self.stats.dead_lettered += len(failures)
 
@@ -317,7 +357,7 @@ class ConsumerRunner:
         if version <= seen:
             self.stats.duplicates += 1
             return False
-        if version > seen + 1 and seen:
+        if version > seen + 1 and seen and self._event_types is None:  # a filter skips versions by design
             self.stats.gaps += 1
             log.error("%s: %s jumped from version %d to %d; an event is missing upstream",
                       self.name, aggregate_id, seen, version)
