@@ -58,6 +58,7 @@ class InstanceService(TroveApplication):
     def __init__(self, *args: Any, quota_defaults: dict[str, int] | None = None, region: str = "RegionOne",
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._load_locks = [threading.Lock() for _ in range(64)]  # striped: bounded however many aggregates
         self._quota_locks: dict[str, threading.Lock] = {}
         self._quota_locks_guard = threading.Lock()
         self.quota_defaults = dict(quota_defaults or {})
@@ -78,10 +79,11 @@ class InstanceService(TroveApplication):
         Trove: scripts wait for NotFound after a delete. The stack's own processes see it.
 
         ``to_change=False`` hands out the cached aggregate itself rather than a copy, for callers that
-        only look at it: a deep copy per look was a large part of the task manager's time.
+        only look at it: a deep copy per look was a large part of the task manager's time. Later loads
+        may move it on meanwhile, which is safe because an Instance's events only assign attributes.
         """
         try:
-            instance: Instance = self.repository.get(_uuid(instance_id), deepcopy_from_cache=to_change)
+            instance: Instance = self._load(_uuid(instance_id), copy=to_change)
         except (AggregateNotFoundError, ValueError):
             raise NotFound(f"Instance {instance_id} could not be found.") from None
         if context is not None and not admin and instance.tenant_id != context.tenant_id:
@@ -90,9 +92,10 @@ class InstanceService(TroveApplication):
             raise NotFound(f"Instance {instance_id} could not be found.")
         return instance
 
-    def quota(self, tenant_id: str, *, to_change: bool = True) -> Quota | None:
+    def quota(self, tenant_id: str) -> Quota | None:
+        """A copy of the tenant's quota (its events change its dicts in place, so it is never shared)."""
         try:
-            return self.repository.get(quota_id(tenant_id), deepcopy_from_cache=to_change)
+            return self._load(quota_id(tenant_id), copy=True)
         except AggregateNotFoundError:
             return None
 
@@ -214,6 +217,16 @@ class InstanceService(TroveApplication):
             _retrying(attempt)
 
     # ------------------------------------------------------------------------------------------------
+
+    def _load(self, aggregate_id: UUID, *, copy: bool) -> Any:
+        """The aggregate from the library's cache, moved on to its latest version.
+
+        The library moves a cached aggregate on in place and copies it outside the lock that guards
+        that: one thread could copy it while another applied new events to it ("dictionary changed
+        size during iteration", a 500 under concurrent creates). Loads of one aggregate take turns.
+        """
+        with self._load_locks[hash(aggregate_id) % len(self._load_locks)]:
+            return self.repository.get(aggregate_id, deepcopy_from_cache=copy)
 
     def _quota_writes(self, tenant_id: str) -> threading.Lock:
         """Held while this process writes a tenant's quota.

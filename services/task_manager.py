@@ -603,7 +603,7 @@ class TaskManager:
         instance = self._open_instance(item)
         if instance is None:
             return self._park(item)
-        quota = self.instances.quota(instance.tenant_id, to_change=False)
+        quota = self.instances.quota(instance.tenant_id)
         unsettled = [request for request, r in (quota.reservations.items() if quota else ())
                      if r["instance_id"] == item.instance_id]
         if unsettled and not self._expired(item):

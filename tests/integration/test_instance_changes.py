@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +80,43 @@ def test_an_unknown_instance_is_not_found_and_spoils_nothing(service: InstanceSe
     changes.apply(known, _status(ServiceStatus.BUILDING))
     changes.save()
     assert service.get(known).service_status is ServiceStatus.BUILDING
+
+
+def test_loads_racing_new_events_never_see_an_aggregate_mid_update(tmp_path: Path) -> None:
+    """The library moves its cached aggregate on in place; a copy taken meanwhile used to fail."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    writer = InstanceService(env=event_store_env(url), quota_defaults={"instances": -1, "volumes": -1})
+    writer.catalog.seed(CATALOG)
+    reader = InstanceService(env=event_store_env(url))  # another process's cache, moved on by each load
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def load_quota() -> None:
+        while not stop.is_set():
+            try:
+                reader.quota("t1")
+            except RuntimeError as error:  # "dictionary changed size during iteration"
+                errors.append(error)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, so a race shows at once
+    threads = [threading.Thread(target=load_quota) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for n in range(150):
+            _create(writer, f"n{n}")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        sys.setswitchinterval(switch)
+        reader.close()
+        writer.close()
+    assert errors == []
+    check = InstanceService(env=event_store_env(url))
+    try:
+        quota = check.quota("t1")
+        assert quota is not None and len(quota.reservations) == 150, "every create's reservation is there"
+    finally:
+        check.close()
