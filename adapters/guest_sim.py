@@ -36,9 +36,9 @@ from adapters.kafka.topics import UNKNOWN_TOPIC_OR_PARTITION, admin_client, ensu
 from adapters.settings import Settings
 from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
-from adapters.sql.upsert import upsert_statement
 from domain import guest_protocol as protocol
 from domain.statuses import SERVER_ACTIVE, SERVER_REBOOT, SERVER_RESIZE, ServiceStatus
+from projections.upsert import upsert_statement
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Dialect-aware INSERT … ON CONFLICT DO UPDATE, for PostgreSQL and SQLite alike.
 
 It lives with the read models because they write with it too, and projections may not import
-``adapters``; ``adapters.sql.upsert`` re-exports it for the adapters' own bookkeeping tables.
+``adapters``; the adapters' own bookkeeping tables (offsets, relay positions, write marks) use it
+from here.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from adapters.kafka.topics import admin_client, ensure_topic
 from adapters.sql.schema import create_tables
 from adapters.sql.tracking import consumer_marks, consumer_offsets, tracking_metadata
-from adapters.sql.upsert import upsert_statement
+from projections.upsert import upsert_statement
 
 log = logging.getLogger(__name__)
 

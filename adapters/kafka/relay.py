@@ -32,8 +32,8 @@ from adapters.kafka.lease import acquire
 from adapters.kafka.topics import TopicUnavailable, admin_client, ensure_topic, topic_id
 from adapters.sql.schema import create_tables
 from adapters.sql.tracking import relay_positions, tracking_metadata
-from adapters.sql.upsert import upsert_statement
 from domain.public_events import to_public_event
+from projections.upsert import upsert_statement
 from services.ports import Lease, LeaseLost
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from sqlalchemy import Engine, delete, or_, select
 
 from adapters.sql.engine import read_only
-from adapters.sql.upsert import upsert_statement
 from projections.instance_view import instance_view, write_marks
+from projections.upsert import upsert_statement
 
 
 class WriteMarks:
