@@ -59,8 +59,7 @@ class InstanceService(TroveApplication):
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._load_locks = [threading.Lock() for _ in range(64)]  # striped: bounded however many aggregates
-        self._quota_locks: dict[str, threading.Lock] = {}
-        self._quota_locks_guard = threading.Lock()
+        self._quota_locks = [threading.Lock() for _ in range(64)]  # striped, like the load locks
         self.quota_defaults = dict(quota_defaults or {})
         self.region = region
         self.catalog = CatalogService(env=self.env)
@@ -235,8 +234,7 @@ class InstanceService(TroveApplication):
         (the API's, the task manager's) then take turns instead of colliding on its version and
         retrying the whole command; writers in other processes still collide and retry.
         """
-        with self._quota_locks_guard:
-            return self._quota_locks.setdefault(tenant_id, threading.Lock())
+        return self._quota_locks[hash(tenant_id) % len(self._quota_locks)]
 
     def _command(self, context: OperationContext, instance_id: UUID | str, admin: bool,
                  change: Callable[[Instance], None]) -> int:
