@@ -199,16 +199,19 @@ class InstanceViewQueries:
         self._engine = engine
         self._expiry = heartbeat_expiry_s
         self._clock = clock
-        # Built once: a show is the API's hottest path and building the statement cost more than running it.
+        # Built and compiled once: a show and a list are the API's hottest paths, and building the
+        # statements cost more than running them.
         by_id = self._select().where(instance_view.c.id == bindparam("instance_id"))
-        self._by_id = {True: by_id, False: by_id.where(instance_view.c.deleted.is_(False))}
+        self._by_id = {True: PreparedRead(engine, by_id),
+                       False: PreparedRead(engine, by_id.where(instance_view.c.deleted.is_(False)))}
         marked = (select(func.max(write_marks.c.version)).where(write_marks.c.instance_id == instance_view.c.id)
                   .scalar_subquery().label("marked_version"))
         self._by_id_marked = PreparedRead(engine, by_id.add_columns(marked))
+        self._pages = {(tenant, marker, deleted): PreparedRead(engine, self._page(tenant, marker, deleted))
+                       for tenant in (True, False) for marker in (True, False) for deleted in (True, False)}
 
     def get(self, instance_id: str, *, include_deleted: bool = False) -> InstanceRecord | None:
-        with self._engine.connect() as connection:
-            row = connection.execute(self._by_id[include_deleted], {"instance_id": instance_id}).first()
+        row = self._by_id[include_deleted].first(instance_id=instance_id)
         return self._record(row) if row else None
 
     def get_marked(self, instance_id: str) -> tuple[InstanceRecord | None, int | None]:
@@ -220,24 +223,27 @@ class InstanceViewQueries:
              include_deleted: bool = False) -> list[InstanceRecord]:
         """Up to ``limit`` instances after ``marker`` (an instance id), oldest first.
 
-        The cost is bounded by ``limit``: the marker is found by its key and the page by the index.
+        The cost is bounded by ``limit``: the marker is found by its key and the page by the index. A
+        marker that is not an instance's starts from the beginning.
         """
+        read = self._pages[(tenant_id is not None, marker is not None, include_deleted)]
+        rows = read.all(tenant_id=tenant_id, marker=marker, limit=limit)
+        return [self._record(row) for row in rows]
+
+    def _page(self, by_tenant: bool, after_marker: bool, include_deleted: bool):  # type: ignore[no-untyped-def]
         query = self._select()
-        if tenant_id is not None:
-            query = query.where(instance_view.c.tenant_id == tenant_id)
+        if by_tenant:
+            query = query.where(instance_view.c.tenant_id == bindparam("tenant_id"))
         if not include_deleted:
             query = query.where(instance_view.c.deleted.is_(False))
-        with self._engine.connect() as connection:
-            if marker:
-                anchor = connection.execute(select(instance_view.c.created_at, instance_view.c.id)
-                                            .where(instance_view.c.id == marker)).first()
-                if anchor is not None:
-                    query = query.where(or_(instance_view.c.created_at > anchor.created_at,
-                                            and_(instance_view.c.created_at == anchor.created_at,
-                                                 instance_view.c.id > anchor.id)))
-            rows = connection.execute(query.order_by(instance_view.c.created_at, instance_view.c.id)
-                                      .limit(limit)).all()
-        return [self._record(row) for row in rows]
+        if after_marker:
+            anchor = instance_view.alias("anchor")
+            anchored = (select(anchor.c.created_at).where(anchor.c.id == bindparam("marker"))
+                        .scalar_subquery())
+            query = query.where(or_(anchored.is_(None), instance_view.c.created_at > anchored,
+                                    and_(instance_view.c.created_at == anchored,
+                                         instance_view.c.id > bindparam("marker"))))
+        return query.order_by(instance_view.c.created_at, instance_view.c.id).limit(bindparam("limit"))
 
     def _select(self):  # type: ignore[no-untyped-def]
         return (select(instance_view, guest_heartbeats.c.last_seen_at)

@@ -23,27 +23,38 @@ class PreparedRead:
         self._names = [column.key for column in statement.selected_columns]
 
     def first(self, **parameters: Any) -> dict[str, Any] | None:
+        rows = self._run(parameters, many=False)
+        return rows[0] if rows else None
+
+    def all(self, **parameters: Any) -> list[dict[str, Any]]:
+        return self._run(parameters, many=True)
+
+    def _run(self, parameters: dict[str, Any], *, many: bool) -> list[dict[str, Any]]:
         values = self._compiled.construct_params(parameters)
         arguments: Any = [values[name] for name in self._positions] if self._positions is not None else values
         for attempt in (1, 2):
-            # A Connection, not a bare pool checkout, so the engine's execution options (a read-only
-            # engine's autocommit) apply to the driver connection used underneath.
-            with self._engine.connect() as connection:
-                dbapi_connection = connection.connection.dbapi_connection
-                cursor = dbapi_connection.cursor()
+            # A bare pool checkout: the engine must be ``read_only``'s, whose connections read outside
+            # any transaction (SQLite's in driver autocommit, PostgreSQL's in autocommit for good).
+            pooled = self._engine.raw_connection()
+            try:
+                cursor = pooled.driver_connection.cursor()
                 try:
                     cursor.execute(self._sql, arguments)
-                    row = cursor.fetchone()
+                    rows = cursor.fetchall() if many else cursor.fetchmany(1)
                 except self._engine.dialect.loaded_dbapi.Error as error:
                     # The pool trusts recently used connections without a ping; one that died with a
                     # server restart is dropped here and the read runs once more on a fresh one.
-                    if attempt == 2 or not self._engine.dialect.is_disconnect(error, dbapi_connection, cursor):
+                    if attempt == 2 or not self._engine.dialect.is_disconnect(error, pooled.driver_connection,
+                                                                              cursor):
                         raise
-                    connection.invalidate(error)
+                    pooled.invalidate(error)
                     continue
                 finally:
                     cursor.close()
-            return dict(zip(self._names, row, strict=True)) if row is not None else None
+            finally:
+                pooled.close()
+            names = self._names
+            return [dict(zip(names, row, strict=True)) for row in rows]
         raise AssertionError("unreachable")
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Engine, delete, or_, select
+from sqlalchemy import Engine, bindparam, delete, or_, select
 
 from adapters.sql.engine import read_only
 from projections.instance_view import instance_view, write_marks
+from projections.prepared import PreparedRead
 from projections.upsert import upsert_statement
 
 
@@ -26,6 +27,15 @@ class WriteMarks:
         self._reader = read_only(engine)
         self._horizon_s = horizon_s
         self._clock = clock
+        # Before every list: compiled once.
+        self._behind = PreparedRead(self._reader, select(write_marks.c.instance_id)
+                                    .select_from(write_marks.outerjoin(instance_view,
+                                                                       instance_view.c.id == write_marks.c.instance_id))
+                                    .where(write_marks.c.tenant_id == bindparam("tenant_id"),
+                                           write_marks.c.written_at >= bindparam("since"),
+                                           or_(instance_view.c.version.is_(None),
+                                               instance_view.c.version < write_marks.c.version))
+                                    .limit(1))
 
     def mark(self, tenant_id: str, instance_id: str, version: int) -> None:
         now = self._clock()
@@ -38,11 +48,4 @@ class WriteMarks:
 
     def view_is_behind(self, tenant_id: str) -> bool:
         """True while the instance view lacks a fresh write of the tenant's."""
-        query = (select(write_marks.c.instance_id)
-                 .select_from(write_marks.outerjoin(instance_view, instance_view.c.id == write_marks.c.instance_id))
-                 .where(write_marks.c.tenant_id == tenant_id,
-                        write_marks.c.written_at >= self._clock() - self._horizon_s,
-                        or_(instance_view.c.version.is_(None), instance_view.c.version < write_marks.c.version))
-                 .limit(1))
-        with self._reader.connect() as connection:
-            return connection.execute(query).first() is not None
+        return self._behind.first(tenant_id=tenant_id, since=self._clock() - self._horizon_s) is not None

@@ -57,8 +57,29 @@ def test_the_prepared_show_read_survives_a_backend_killed_between_requests(postg
         setup.execute(text("CREATE TABLE t (id TEXT PRIMARY KEY, v INTEGER)"))
         setup.execute(text("INSERT INTO t VALUES ('a', 7)"))
     table = Table("t", MetaData(), Column("id", String, primary_key=True), Column("v", Integer))
-    read = PreparedRead(read_only(engine), select(table.c.v).where(table.c.id == bindparam("key")))
+    reader = read_only(engine)
+    read = PreparedRead(reader, select(table.c.v).where(table.c.id == bindparam("key")))
     assert read.first(key="a") == {"v": 7}
-    _terminate(postgres_url, _backend_pid(engine))  # within IDLE_PING_S: the pool hands it out unpinged
+    _terminate(postgres_url, _backend_pid(reader))  # within IDLE_PING_S: the pool hands it out unpinged
     assert read.first(key="a") == {"v": 7}, "the read is retried once on a fresh connection"
     engine.dispose()
+
+
+def test_postgres_readers_share_an_autocommit_pool_disposed_with_their_engine(postgres_url: str) -> None:
+    engine = create_sql_engine(postgres_url, pool_size=1)
+    reader = read_only(engine)
+    assert read_only(engine) is reader, "every reader of one engine shares one pool"
+    assert reader.pool is not engine.pool, "writers keep transactions; readers never open one"
+    with engine.begin() as setup:
+        setup.execute(text("CREATE TABLE r (v INTEGER)"))
+    read = PreparedRead(reader, select(Table("r", MetaData(), Column("v", Integer)).c.v))
+    assert read.all() == []
+    pooled = reader.raw_connection()
+    try:
+        assert pooled.driver_connection.autocommit
+        assert pooled.driver_connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        pooled.close()
+    assert reader.pool.checkedin() == 1
+    engine.dispose()
+    assert reader.pool.checkedin() == 0, "disposing the engine closes its readers' connections too"
