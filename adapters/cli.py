@@ -93,7 +93,8 @@ def _process_runner(settings: Settings, process: Any, topic: str, partitions: in
         apply=process.apply, apply_batch=getattr(process, "apply_batch", None),
         event_types=getattr(process, "handles", None), engine=engine,
         bootstrap_servers=settings.kafka_bootstrap_servers, dead_letter_topic=settings.topics.dead_letter,
-        session_timeout_ms=settings.kafka_session_timeout_ms, max_records=settings.consumer_max_records)
+        session_timeout_ms=settings.kafka_session_timeout_ms, max_records=settings.consumer_max_records,
+        fetch_wait_ms=settings.consumer_fetch_wait_ms)
 
 
 def _instance_service(settings: Settings) -> Any:

@@ -32,7 +32,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import BigInteger, Column, Engine, Float, MetaData, String, Table, delete, select
 
 from adapters.compute.fake import FakeCompute
-from adapters.kafka.topics import UNKNOWN_TOPIC_OR_PARTITION, admin_client, ensure_topic
+from adapters.kafka.topics import UNKNOWN_TOPIC_OR_PARTITION, admin_client, ensure_topic, refresh_metadata_promptly
 from adapters.settings import Settings
 from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
@@ -127,6 +127,7 @@ class FakeGuestFleet:
                           # One broker whose leader never moves: guest topics' metadata need not be fresh.
                           metadata_max_age_ms=30_000)
             for role, park_ms in (("newcomers", 20), ("settled", 500)))
+        refresh_metadata_promptly(newcomers)  # each new guest's topic is one it has not met
         # One in-flight request keeps a guest's heartbeat ahead of the result that follows it.
         self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=0,
                                        max_in_flight_requests_per_connection=1, allow_auto_create_topics=False,

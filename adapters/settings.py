@@ -47,6 +47,7 @@ class Settings:
     relay_batch_size: int = 1000
     relay_idle_sleep_s: float = 0.02
     consumer_max_records: int = 2000
+    consumer_fetch_wait_ms: int = 50
     api_host: str = "127.0.0.1"
     api_port: int = 8779
     api_workers: int = 2
@@ -117,6 +118,9 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("TROVE_ES_RELAY_BATCH_SIZE", "1000", "Events the relay reads and publishes per batch."),
     ("TROVE_ES_RELAY_IDLE_SLEEP_S", "0.02", "How long the relay waits when the store has nothing new."),
     ("TROVE_ES_CONSUMER_MAX_RECORDS", "2000", "Records a consumer applies per poll (one SQL transaction)."),
+    ("TROVE_ES_CONSUMER_FETCH_WAIT_MS", "50",
+     "Longest a consumer's fetch waits on the broker for new records. tansu answers a parked fetch when "
+     "its wait ends, not when a record arrives: each consumer hop adds up to about half of this."),
     ("TROVE_ES_API_HOST", "127.0.0.1", "Address the REST API binds (Trove's `bind_host`)."),
     ("TROVE_ES_API_PORT", "8779", "Port of the REST API (Trove's `bind_port`)."),
     ("TROVE_ES_API_WORKERS", "2", "gunicorn workers serving the API."),
@@ -221,6 +225,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         relay_batch_size=integer("RELAY_BATCH_SIZE", 1000),
         relay_idle_sleep_s=number("RELAY_IDLE_SLEEP_S", 0.02),
         consumer_max_records=integer("CONSUMER_MAX_RECORDS", 2000),
+        consumer_fetch_wait_ms=integer("CONSUMER_FETCH_WAIT_MS", 50, minimum=1),
         api_host=text("API_HOST", "127.0.0.1"),
         api_port=integer("API_PORT", 8779, minimum=0),
         api_workers=integer("API_WORKERS", 2),

@@ -27,6 +27,10 @@ class Projection(Protocol):
     # A projection may also name the event types it takes in ``handles`` (a frozenset): the runner then
     # skips the others without decoding them, and a batch of only those opens no transaction.
     #
+    # A projection no request waits on (an audit journal, the operator-managed catalog) may say
+    # ``background = True``: its consumer then parks fetches longer, trading a few hundred milliseconds of
+    # lag for far fewer empty fetches while the stream is idle.
+    #
     # A projection may also define ``apply_batch(events: list[PublicEvent], session)``, applying a
     # whole batch in order with the same effect as ``apply`` on each. The runner uses it on its fast
     # path (a bulk INSERT is many times cheaper than one per event) and falls back to ``apply``, one

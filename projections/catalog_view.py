@@ -44,6 +44,7 @@ flavors = Table(
 class CatalogView:
     name = "catalog-view"
     metadata = metadata
+    background = True  # operators change the catalog; no build waits on this view
     # The runner skips every other event unread: instances and quotas are nearly all of the stream.
     handles = frozenset({"DatastoreRegistered", "DatastoreDefaultVersionChanged", "DatastoreVersionRegistered",
                          "DatastoreVersionActivated", "DatastoreVersionDeactivated", "FlavorRegistered"})

@@ -34,6 +34,7 @@ event_journal = Table(
 class EventJournal:
     name = "event-journal"
     metadata = metadata
+    background = True  # for audits and tools: nothing a user does waits on it
 
     def __init__(self) -> None:
         self.catalog = domain_catalog()

@@ -13,7 +13,7 @@ import threading
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from adapters.kafka.topics import topic_id
+from adapters.kafka.topics import refresh_metadata_promptly, topic_id
 from domain.guest_protocol import GuestCommand
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class KafkaGuestChannel:
                 self._producer = KafkaProducer(bootstrap_servers=self._bootstrap, acks="all",
                                                client_id="trove-es-task-manager", allow_auto_create_topics=False,
                                                max_block_ms=int(self._timeout * 1000))
+                refresh_metadata_promptly(self._producer)  # every build's first send is to a new topic
             return self._producer
 
     def remove(self, instance_id: str) -> None:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
@@ -64,3 +64,20 @@ def ensure_topic(admin: KafkaAdminClient, topic: str, partitions: int, timeout_s
             if time.monotonic() > deadline:
                 raise TopicUnavailable(f"could not create topic {topic}: {exc}") from exc
             time.sleep(0.2)
+
+
+# kafka-python 3.0 spaces metadata refreshes at least ``retry_backoff_ms`` apart, and builds its cluster
+# metadata without the client's own setting: always 100 ms. A client that keeps meeting new topics (the
+# task manager sending each new guest its prepare, the fake guests reading each new guest's topic) then
+# waits up to 100 ms for every one, and builds queue behind each other's refreshes.
+NEW_TOPIC_REFRESH_MS = 5
+
+
+def refresh_metadata_promptly(client: KafkaProducer | KafkaConsumer, backoff_ms: int = NEW_TOPIC_REFRESH_MS) -> None:
+    """Let ``client`` look up a topic it has not met within ``backoff_ms`` of its last lookup."""
+    cluster = getattr(client, "_metadata", None) or getattr(client, "_cluster", None)
+    config = getattr(cluster, "config", None)
+    if isinstance(config, dict) and "retry_backoff_ms" in config:
+        config["retry_backoff_ms"] = backoff_ms
+    else:  # another kafka-python: it keeps its own spacing, which costs latency, not correctness
+        log.debug("cannot shorten the metadata refresh spacing of %r", client)

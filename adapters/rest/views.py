@@ -8,6 +8,7 @@ unversioned ``bookmark``, naive UTC timestamps without fractions, optional keys 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -19,6 +20,7 @@ API_VERSION = "v1.0"
 VERSION_UPDATED = "2012-08-01T00:00:00Z"
 
 
+@lru_cache(maxsize=4096)  # every read of an instance renders the same few timestamps again
 def trove_time(iso: str | None) -> str | None:
     """``2015-04-24T11:27:24``: UTC, no zone, no fraction, as Trove serializes dates."""
     if not iso:
