@@ -77,6 +77,7 @@ class SimulatedGuest:
 
 
 SETTLE_AFTER_S = 3.0  # a guest's first seconds (its prepare) are read with short fetch parks
+TOPIC_RECHECK_S = 1.0  # a server whose topic was missing is looked at again this often, not every scan
 
 
 class FakeGuestFleet:
@@ -98,6 +99,9 @@ class FakeGuestFleet:
         self._clock = clock
         self._stop = threading.Event()
         self.guests: dict[str, SimulatedGuest] = {}
+        # Servers seen without a command topic (a broker restarted empty, a task manager that has not
+        # created it yet), by when to look again: describing them every scan was most of an idle fleet.
+        self._topic_missing: dict[str, float] = {}
         self._producer: KafkaProducer | None = None
         self._unflushed = False  # something sent since the last flush
         create_tables(engine, metadata)
@@ -176,9 +180,15 @@ class FakeGuestFleet:
             with self._engine.begin() as connection:
                 connection.execute(delete(fake_guests).where(fake_guests.c.instance_id == instance_id))
             changed = True
-        waiting = [i for i in live if i not in self.guests]
+        now = self._clock()
+        for instance_id in [i for i in self._topic_missing if i not in live]:
+            del self._topic_missing[instance_id]
+        waiting = [i for i in live if i not in self.guests and self._topic_missing.get(i, 0.0) <= now]
+        ready = set(self._topics_ready(admin, waiting))
+        self._topic_missing.update((i, now + TOPIC_RECHECK_S) for i in waiting if i not in ready)
         new_partitions = []
-        for instance_id in self._topics_ready(admin, waiting):
+        for instance_id in ready:
+            self._topic_missing.pop(instance_id, None)
             name = live[instance_id]
             guest = SimulatedGuest(instance_id, name, self._topic(instance_id),
                                    never_healthy=bool(self.never_healthy_marker and self.never_healthy_marker in name))
