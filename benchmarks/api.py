@@ -14,7 +14,9 @@ measures:
   25 req/s).
 - POST create latency, one sequential client, and create → ACTIVE at 20 concurrent creates: from
   the POST being sent to the first GET that shows it ACTIVE (one observer per round polls the
-  round's list every 20 ms, rather than every client its own show: that polling was the load).
+  round's list every 20 ms, rather than every client its own show: that polling was the load). Each
+  round is a burst on a quiet stack: it starts a few seconds after the builds before it went ACTIVE,
+  once what follows a build (quota settlement, the guest's move to long fetch parks) is over.
   The event store's timestamps then split that time into the hops it went through.
 
 Targets: show at least half the baseline's throughput; sequential show and list at least 10 times Trove's;
@@ -56,6 +58,7 @@ import falcon
 import psycopg
 
 from adapters.event_store import event_store_env
+from adapters.guest_sim import SETTLE_AFTER_S
 from adapters.kafka.broker import free_port
 from adapters.rest.server import ApiServer
 from adapters.settings import Settings, SettingsError, load_settings
@@ -87,6 +90,7 @@ SHOW_ROUNDS = 3
 SEQUENTIAL_CREATES = 20
 CREATE_CONCURRENCY = 20
 ACTIVE_POLL_S = 0.02
+QUIET_AFTER_BUILDS_S = SETTLE_AFTER_S + 1.0  # the fake guests' short-park window for new guests, and a second
 CREATE_ATTEMPTS = 10  # a 409 asks the client to try again; a real client would
 WARM_UP_CONNECTIONS = 8  # enough new connections that every gunicorn worker builds its app
 WARM_UP_REQUESTS = 25
@@ -531,25 +535,29 @@ def measure_creates(stack: Stack, rounds: int) -> Creates:
     sequential = Load(SEQUENTIAL_CREATES, time.perf_counter() - started, tuple(latencies))
     progress(f"{stack.backend}: POST create, one sequential client: "
              f"p50 {percentile(latencies, 0.5) * 1000:.1f} ms")
-    # The next rounds start from a quiet stack: every build of the sequential creates has finished.
     wait_until(lambda: all(instance_status(client, CREATE_TENANT, i) == "ACTIVE" for i in seq_ids),
                ACTIVE_TIMEOUT_S, "the sequential creates becoming ACTIVE", [stack.service], interval_s=0.2)
     client.close()
 
     builds: list[Build] = []
     polls: list[float] = []
-    before = cpu_snapshot(stack.component_pids())
-    rounds_started = time.perf_counter()
+    cpu: dict[str, float] = {}
+    rounds_seconds = 0.0
     for round_number in range(rounds):
+        # Each round is a burst on a quiet stack: the builds before it are ACTIVE, and what follows a
+        # build (quota settlement; its guest moving to long fetch parks) is over too.
+        time.sleep(QUIET_AFTER_BUILDS_S)
+        before, started = cpu_snapshot(stack.component_pids()), time.perf_counter()
         round_builds, round_polls = run_create_round(stack, round_number)
+        rounds_seconds += time.perf_counter() - started
+        for component, seconds in cpu_used(before, cpu_snapshot(stack.component_pids())).items():
+            cpu[component] = round(cpu.get(component, 0.0) + seconds, 2)
         builds += round_builds
         polls += round_polls
         active = [b.active_s for b in round_builds]
         progress(f"{stack.backend}: create round {round_number + 1}/{rounds}, {CREATE_CONCURRENCY} concurrent: "
                  f"ACTIVE p50 {percentile(active, 0.5):.2f} s, max {max(active):.2f} s, "
                  f"{sum(b.conflicts for b in round_builds)} conflicts (409) retried")
-    rounds_seconds = time.perf_counter() - rounds_started
-    cpu = cpu_used(before, cpu_snapshot(stack.component_pids()))
     return Creates(sequential, tuple(builds), tuple(polls), stage_breakdown(stack, builds), cpu, rounds_seconds)
 
 

@@ -8,6 +8,7 @@ from here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from sqlalchemy import Connection, Insert, Table, case
 from sqlalchemy.dialects import postgresql, sqlite
@@ -17,7 +18,14 @@ def upsert_statement(connection: Connection, table: Table, keys: Sequence[str], 
                      greatest: Sequence[str] = ()) -> Insert:
     """Insert, or update ``updates`` of the row with the same ``keys``; ``greatest`` columns keep the larger
     of the stored and the new value (a concurrent, older write must not move them back)."""
-    dialect = connection.dialect.name
+    return _upsert(connection.dialect.name, table, tuple(keys), tuple(updates), tuple(greatest))
+
+
+@lru_cache(maxsize=256)
+def _upsert(dialect: str, table: Table, keys: tuple[str, ...], updates: tuple[str, ...],
+            greatest: tuple[str, ...]) -> Insert:
+    # Built once per shape: statements are immutable, and one reused keeps its memoized cache key, where
+    # building it again for every batch was a consumer's largest cost after the SQL itself.
     if dialect == "postgresql":
         insert = postgresql.insert(table)
     elif dialect == "sqlite":

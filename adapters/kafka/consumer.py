@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -81,6 +81,20 @@ class _Failure:
     stage: str
     reason: str
     detail: str
+
+
+# Built once: every batch of every consumer runs them, and building them was most of a small batch's cost.
+_MARKS = (select(consumer_marks.c.aggregate_id, consumer_marks.c.version)
+          .where(consumer_marks.c.group_id == bindparam("k_group"),
+                 consumer_marks.c.aggregate_id.in_(bindparam("k_ids", expanding=True))))
+_CLAIM_OFFSET = insert(consumer_offsets)
+_MOVE_OFFSET = (update(consumer_offsets)
+                .where(consumer_offsets.c.group_id == bindparam("k_group"),
+                       consumer_offsets.c.topic == bindparam("k_topic"),
+                       consumer_offsets.c.partition == bindparam("k_partition"),
+                       consumer_offsets.c.topic_id == bindparam("k_stored_topic_id"),
+                       consumer_offsets.c.next_offset == bindparam("k_stored_offset"))
+                .values(topic_id=bindparam("k_topic_id"), next_offset=bindparam("k_new_offset")))
 
 
 class ConsumerRunner:
@@ -374,9 +388,7 @@ class ConsumerRunner:
         ids = {key[0] for _, m in decoded if (key := getattr(m, "dedupe_key", None)) is not None}
         if not ids:
             return {}
-        rows = session.execute(
-            select(consumer_marks.c.aggregate_id, consumer_marks.c.version)
-            .where(consumer_marks.c.group_id == self.group_id, consumer_marks.c.aggregate_id.in_(ids)))
+        rows = session.connection().execute(_MARKS, {"k_group": self.group_id, "k_ids": list(ids)})
         return {row.aggregate_id: row.version for row in rows}
 
     def _commit_marks(self, session: Session, changed_marks: dict[str, int]) -> None:
@@ -387,22 +399,19 @@ class ConsumerRunner:
                 [{"group_id": self.group_id, "aggregate_id": a, "version": v} for a, v in changed_marks.items()])
 
     def _commit_offset(self, session: Session, partition: TopicPartition, owned: _Owned, new_offset: int) -> None:
-        key = and_(consumer_offsets.c.group_id == self.group_id, consumer_offsets.c.topic == partition.topic,
-                   consumer_offsets.c.partition == partition.partition)
         if owned.stored_topic_id is None:
             try:
                 with session.begin_nested():
-                    session.execute(insert(consumer_offsets).values(
-                        group_id=self.group_id, topic=partition.topic, partition=partition.partition,
-                        topic_id=owned.topic_id, next_offset=new_offset))
+                    session.connection().execute(_CLAIM_OFFSET, {
+                        "group_id": self.group_id, "topic": partition.topic, "partition": partition.partition,
+                        "topic_id": owned.topic_id, "next_offset": new_offset})
             except IntegrityError:
                 raise OwnershipLost(partition) from None
             return
-        result = session.execute(
-            update(consumer_offsets)
-            .where(key, consumer_offsets.c.topic_id == owned.stored_topic_id,
-                   consumer_offsets.c.next_offset == owned.next_offset)
-            .values(topic_id=owned.topic_id, next_offset=new_offset))
+        result = session.connection().execute(_MOVE_OFFSET, {
+            "k_group": self.group_id, "k_topic": partition.topic, "k_partition": partition.partition,
+            "k_stored_topic_id": owned.stored_topic_id, "k_stored_offset": owned.next_offset,
+            "k_topic_id": owned.topic_id, "k_new_offset": new_offset})
         if result.rowcount != 1:
             raise OwnershipLost(partition)
 
