@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, any_, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -84,9 +85,12 @@ class _Failure:
 
 
 # Built once: every batch of every consumer runs them, and building them was most of a small batch's cost.
-_MARKS = (select(consumer_marks.c.aggregate_id, consumer_marks.c.version)
-          .where(consumer_marks.c.group_id == bindparam("k_group"),
-                 consumer_marks.c.aggregate_id.in_(bindparam("k_ids", expanding=True))))
+_MARKS_OF = select(consumer_marks.c.aggregate_id, consumer_marks.c.version).where(
+    consumer_marks.c.group_id == bindparam("k_group"))
+# PostgreSQL takes the ids as one array parameter; an expanding IN is rendered again at every execution.
+_MARKS = {"postgresql": _MARKS_OF.where(consumer_marks.c.aggregate_id == any_(
+              bindparam("k_ids", type_=postgresql.ARRAY(consumer_marks.c.aggregate_id.type)))),
+          "sqlite": _MARKS_OF.where(consumer_marks.c.aggregate_id.in_(bindparam("k_ids", expanding=True)))}
 _CLAIM_OFFSET = insert(consumer_offsets)
 _MOVE_OFFSET = (update(consumer_offsets)
                 .where(consumer_offsets.c.group_id == bindparam("k_group"),
@@ -388,7 +392,8 @@ class ConsumerRunner:
         ids = {key[0] for _, m in decoded if (key := getattr(m, "dedupe_key", None)) is not None}
         if not ids:
             return {}
-        rows = session.connection().execute(_MARKS, {"k_group": self.group_id, "k_ids": list(ids)})
+        connection = session.connection()
+        rows = connection.execute(_MARKS[connection.dialect.name], {"k_group": self.group_id, "k_ids": list(ids)})
         return {row.aggregate_id: row.version for row in rows}
 
     def _commit_marks(self, session: Session, changed_marks: dict[str, int]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -24,6 +25,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    literal,
     select,
     update,
 )
@@ -66,10 +68,18 @@ _ADD = {"postgresql": postgresql.insert(work_items).on_conflict_do_nothing(),
 _WAKE = (update(work_items)
          .where(_c.instance_id == bindparam("k_instance_id"), _c.step == bindparam("k_step"), _c.due_at.is_not(None))
          .values(due_at=bindparam("k_now", type_=Float), wakes=_c.wakes + 1))
-_REMOVE_OPERATION = (delete(work_items)
-                     .where(_c.instance_id == bindparam("k_instance_id"), _c.request_id == bindparam("k_request_id"),
-                            _c.kind.not_in(bindparam("k_kept", expanding=True)))
-                     .returning(_c.detail))
+
+
+@lru_cache(maxsize=16)
+def _remove_operation(kept: frozenset[str]):  # type: ignore[no-untyped-def]
+    # One statement per set of kinds kept, with the kinds written in: an expanding parameter made
+    # SQLAlchemy render the statement again on every execution, for every operation that closed.
+    return (delete(work_items)
+            .where(_c.instance_id == bindparam("k_instance_id"), _c.request_id == bindparam("k_request_id"),
+                   *(_c.kind != literal(kind) for kind in sorted(kept)))
+            .returning(_c.detail))
+
+
 _DUE = (select(work_items).where(_c.due_at <= bindparam("k_now", type_=Float))
         .order_by(_c.due_at, _c.created_at).limit(bindparam("k_limit", type_=Integer)))
 _GET = select(work_items).where(*_KEY)
@@ -113,8 +123,8 @@ class SqlWorkItems:
 
     def remove_operation(self, transaction: Session, instance_id: str, request_id: str,
                          kept_kinds: Collection[str]) -> dict[str, Any] | None:
-        removed = transaction.connection().execute(_REMOVE_OPERATION, {
-            "k_instance_id": instance_id, "k_request_id": request_id, "k_kept": list(kept_kinds)}).first()
+        removed = transaction.connection().execute(_remove_operation(frozenset(kept_kinds)), {
+            "k_instance_id": instance_id, "k_request_id": request_id}).first()
         return json.loads(removed.detail) if removed is not None else None
 
     def after_commit(self, transaction: Session, callback: Callable[[], None]) -> None:
