@@ -18,12 +18,13 @@ def upsert_statement(connection: Connection, table: Table, keys: Sequence[str], 
                      greatest: Sequence[str] = ()) -> Insert:
     """Insert, or update ``updates`` of the row with the same ``keys``; ``greatest`` columns keep the larger
     of the stored and the new value (a concurrent, older write must not move them back)."""
-    return _upsert(connection.dialect.name, table, tuple(keys), tuple(updates), tuple(greatest))
+    return upsert_for_dialect(connection.dialect.name, table, tuple(keys), tuple(updates), tuple(greatest))
 
 
 @lru_cache(maxsize=256)
-def _upsert(dialect: str, table: Table, keys: tuple[str, ...], updates: tuple[str, ...],
-            greatest: tuple[str, ...]) -> Insert:
+def upsert_for_dialect(dialect: str, table: Table, keys: tuple[str, ...], updates: tuple[str, ...],
+                       greatest: tuple[str, ...] = ()) -> Insert:
+    """``upsert_statement`` for a dialect named ahead of any connection (statements built at import)."""
     # Built once per shape: statements are immutable, and one reused keeps its memoized cache key, where
     # building it again for every batch was a consumer's largest cost after the SQL itself.
     if dialect == "postgresql":

@@ -33,7 +33,8 @@ from sqlalchemy.orm import Session
 from adapters.kafka.topics import admin_client, ensure_topic
 from adapters.sql.schema import create_tables
 from adapters.sql.tracking import consumer_marks, consumer_offsets, tracking_metadata
-from projections.upsert import upsert_statement
+from projections.prepared import PreparedWrite
+from projections.upsert import upsert_for_dialect
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +85,26 @@ class _Failure:
     detail: str
 
 
-# Built once: every batch of every consumer runs them, and building them was most of a small batch's cost.
+# Built and compiled once, run on the batch transaction's cursor: every batch of every consumer runs them,
+# and building them, then SQLAlchemy's per-execution work, was most of a small batch's cost.
 _MARKS_OF = select(consumer_marks.c.aggregate_id, consumer_marks.c.version).where(
     consumer_marks.c.group_id == bindparam("k_group"))
-# PostgreSQL takes the ids as one array parameter; an expanding IN is rendered again at every execution.
-_MARKS = {"postgresql": _MARKS_OF.where(consumer_marks.c.aggregate_id == any_(
-              bindparam("k_ids", type_=postgresql.ARRAY(consumer_marks.c.aggregate_id.type)))),
+# PostgreSQL takes the ids as one array parameter; an expanding IN would be rendered again at every run.
+_MARKS = {"postgresql": PreparedWrite(_MARKS_OF.where(consumer_marks.c.aggregate_id == any_(
+              bindparam("k_ids", type_=postgresql.ARRAY(consumer_marks.c.aggregate_id.type))))),
           "sqlite": _MARKS_OF.where(consumer_marks.c.aggregate_id.in_(bindparam("k_ids", expanding=True)))}
-_CLAIM_OFFSET = insert(consumer_offsets)
-_MOVE_OFFSET = (update(consumer_offsets)
-                .where(consumer_offsets.c.group_id == bindparam("k_group"),
-                       consumer_offsets.c.topic == bindparam("k_topic"),
-                       consumer_offsets.c.partition == bindparam("k_partition"),
-                       consumer_offsets.c.topic_id == bindparam("k_stored_topic_id"),
-                       consumer_offsets.c.next_offset == bindparam("k_stored_offset"))
-                .values(topic_id=bindparam("k_topic_id"), next_offset=bindparam("k_new_offset")))
+_STORE_MARKS = {dialect: PreparedWrite(upsert_for_dialect(dialect, consumer_marks, ("group_id", "aggregate_id"),
+                                                          ("version",)),
+                                       column_keys=["group_id", "aggregate_id", "version"])
+                for dialect in ("postgresql", "sqlite")}
+_CLAIM_OFFSET = PreparedWrite(insert(consumer_offsets), column_keys=[c.key for c in consumer_offsets.c])
+_MOVE_OFFSET = PreparedWrite(
+    update(consumer_offsets)
+    .where(consumer_offsets.c.group_id == bindparam("k_group"), consumer_offsets.c.topic == bindparam("k_topic"),
+           consumer_offsets.c.partition == bindparam("k_partition"),
+           consumer_offsets.c.topic_id == bindparam("k_stored_topic_id"),
+           consumer_offsets.c.next_offset == bindparam("k_stored_offset"))
+    .values(topic_id=bindparam("k_topic_id"), next_offset=bindparam("k_new_offset")))
 
 
 class ConsumerRunner:
@@ -393,31 +399,39 @@ class ConsumerRunner:
         if not ids:
             return {}
         connection = session.connection()
-        rows = connection.execute(_MARKS[connection.dialect.name], {"k_group": self.group_id, "k_ids": list(ids)})
-        return {row.aggregate_id: row.version for row in rows}
+        query, parameters = _MARKS[connection.dialect.name], {"k_group": self.group_id, "k_ids": list(ids)}
+        if isinstance(query, PreparedWrite):
+            cursor = query.execute(connection, parameters)
+            try:
+                return dict(cursor.fetchall())
+            finally:
+                cursor.close()
+        return {row.aggregate_id: row.version for row in connection.execute(query, parameters)}
 
     def _commit_marks(self, session: Session, changed_marks: dict[str, int]) -> None:
         if changed_marks:
             connection = session.connection()
-            connection.execute(
-                upsert_statement(connection, consumer_marks, ["group_id", "aggregate_id"], ["version"]),
-                [{"group_id": self.group_id, "aggregate_id": a, "version": v} for a, v in changed_marks.items()])
+            _STORE_MARKS[connection.dialect.name].execute_many(
+                connection, [{"group_id": self.group_id, "aggregate_id": a, "version": v}
+                             for a, v in changed_marks.items()])
 
     def _commit_offset(self, session: Session, partition: TopicPartition, owned: _Owned, new_offset: int) -> None:
         if owned.stored_topic_id is None:
             try:
                 with session.begin_nested():
-                    session.connection().execute(_CLAIM_OFFSET, {
+                    _CLAIM_OFFSET.execute(session.connection(), {
                         "group_id": self.group_id, "topic": partition.topic, "partition": partition.partition,
-                        "topic_id": owned.topic_id, "next_offset": new_offset})
+                        "topic_id": owned.topic_id, "next_offset": new_offset}).close()
             except IntegrityError:
                 raise OwnershipLost(partition) from None
             return
-        result = session.connection().execute(_MOVE_OFFSET, {
+        cursor = _MOVE_OFFSET.execute(session.connection(), {
             "k_group": self.group_id, "k_topic": partition.topic, "k_partition": partition.partition,
             "k_stored_topic_id": owned.stored_topic_id, "k_stored_offset": owned.next_offset,
             "k_topic_id": owned.topic_id, "k_new_offset": new_offset})
-        if result.rowcount != 1:
+        moved = cursor.rowcount
+        cursor.close()
+        if moved != 1:
             raise OwnershipLost(partition)
 
     def _dead_letter(self, failures: list[_Failure]) -> None:

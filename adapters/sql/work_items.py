@@ -33,6 +33,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from projections.prepared import PreparedWrite
 from services.ports import WorkItem
 
 metadata = MetaData()
@@ -63,21 +64,24 @@ _KEY = (_c.instance_id == bindparam("k_instance_id"), _c.request_id == bindparam
         _c.kind == bindparam("k_kind"))
 _AT_STEP = (*_KEY, _c.step == bindparam("k_step"))
 
-_ADD = {"postgresql": postgresql.insert(work_items).on_conflict_do_nothing(),
-        "sqlite": sqlite.insert(work_items).on_conflict_do_nothing()}
-_WAKE = (update(work_items)
-         .where(_c.instance_id == bindparam("k_instance_id"), _c.step == bindparam("k_step"), _c.due_at.is_not(None))
-         .values(due_at=bindparam("k_now", type_=Float), wakes=_c.wakes + 1))
+# The consumer half's writes run once per consumed event: compiled once, run on the transaction's cursor.
+_ADD = {dialect: PreparedWrite(insert.on_conflict_do_nothing(), column_keys=[c.key for c in work_items.c])
+        for dialect, insert in (("postgresql", postgresql.insert(work_items)), ("sqlite", sqlite.insert(work_items)))}
+_WAKE = PreparedWrite(update(work_items)
+                      .where(_c.instance_id == bindparam("k_instance_id"), _c.step == bindparam("k_step"),
+                             _c.due_at.is_not(None))
+                      .values(due_at=bindparam("k_now", type_=Float), wakes=_c.wakes + 1))
 
 
 @lru_cache(maxsize=16)
 def _remove_operation(kept: frozenset[str]):  # type: ignore[no-untyped-def]
     # One statement per set of kinds kept, with the kinds written in: an expanding parameter made
     # SQLAlchemy render the statement again on every execution, for every operation that closed.
-    return (delete(work_items)
-            .where(_c.instance_id == bindparam("k_instance_id"), _c.request_id == bindparam("k_request_id"),
-                   *(_c.kind != literal(kind) for kind in sorted(kept)))
-            .returning(_c.detail))
+    return PreparedWrite(delete(work_items)
+                         .where(_c.instance_id == bindparam("k_instance_id"),
+                                _c.request_id == bindparam("k_request_id"),
+                                *(_c.kind != literal(kind) for kind in sorted(kept)))
+                         .returning(_c.detail))
 
 
 _DUE = (select(work_items).where(_c.due_at <= bindparam("k_now", type_=Float))
@@ -111,21 +115,25 @@ class SqlWorkItems:
 
     def add(self, transaction: Session, item: WorkItem) -> None:
         connection = transaction.connection()
-        connection.execute(_ADD[connection.dialect.name], {
+        _ADD[connection.dialect.name].execute(connection, {
             "instance_id": item.instance_id, "request_id": item.request_id, "kind": item.kind,
             "operation": item.operation, "step": item.step, "context": json.dumps(item.context, sort_keys=True),
             "detail": json.dumps(item.detail, sort_keys=True), "deadline": item.deadline, "due_at": item.due_at,
             "wakes": item.wakes, "attempts": item.attempts, "last_error": item.last_error,
-            "created_at": item.created_at})
+            "created_at": item.created_at}).close()
 
     def wake(self, transaction: Session, instance_id: str, step: str, now: float) -> None:
-        transaction.connection().execute(_WAKE, {"k_instance_id": instance_id, "k_step": step, "k_now": now})
+        _WAKE.execute(transaction.connection(), {"k_instance_id": instance_id, "k_step": step, "k_now": now}).close()
 
     def remove_operation(self, transaction: Session, instance_id: str, request_id: str,
                          kept_kinds: Collection[str]) -> dict[str, Any] | None:
-        removed = transaction.connection().execute(_remove_operation(frozenset(kept_kinds)), {
-            "k_instance_id": instance_id, "k_request_id": request_id}).first()
-        return json.loads(removed.detail) if removed is not None else None
+        cursor = _remove_operation(frozenset(kept_kinds)).execute(transaction.connection(), {
+            "k_instance_id": instance_id, "k_request_id": request_id})
+        try:
+            removed = cursor.fetchone()
+        finally:
+            cursor.close()
+        return json.loads(removed[0]) if removed is not None else None
 
     def after_commit(self, transaction: Session, callback: Callable[[], None]) -> None:
         pending = transaction.info.setdefault(_AFTER_COMMIT, [])

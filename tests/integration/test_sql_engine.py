@@ -83,3 +83,27 @@ def test_postgres_readers_share_an_autocommit_pool_disposed_with_their_engine(po
     assert reader.pool.checkedin() == 1
     engine.dispose()
     assert reader.pool.checkedin() == 0, "disposing the engine closes its readers' connections too"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_prepared_write_joins_the_transaction_and_fails_as_sqlalchemy_does(
+        backend: str, tmp_path: Path, postgres_url: str) -> None:
+    from sqlalchemy import insert
+    from sqlalchemy.exc import IntegrityError
+
+    from projections.prepared import PreparedWrite
+
+    engine = create_sql_engine(postgres_url if backend == "postgresql" else f"sqlite:///{tmp_path}/w.db")
+    table = Table("w", MetaData(), Column("id", String(8), primary_key=True), Column("v", Integer))
+    table.metadata.create_all(engine)
+    write = PreparedWrite(insert(table), column_keys=["id", "v"])
+    with engine.begin() as connection:
+        write.execute(connection, {"id": "a", "v": 1}).close()
+        write.execute_many(connection, [{"id": "b", "v": 2}, {"id": "c", "v": 3}])
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        write.execute(connection, {"id": "d", "v": 4}).close()
+        write.execute(connection, {"id": "a", "v": 5})  # a duplicate: the whole transaction goes
+    with engine.connect() as connection:
+        rows = connection.execute(select(table.c.id, table.c.v).order_by(table.c.id)).all()
+    assert [tuple(row) for row in rows] == [("a", 1), ("b", 2), ("c", 3)]
+    engine.dispose()
