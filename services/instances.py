@@ -36,6 +36,18 @@ T = TypeVar("T")
 MAX_ATTEMPTS = 12
 
 
+@dataclass
+class _Settlement:
+    """One quota settlement waiting to be saved, maybe together with others of its tenant."""
+
+    context: dict[str, Any]
+    request_id: str
+    commit: bool
+    changed: bool = False
+    finished: bool = False
+    error: BaseException | None = None
+
+
 @dataclass(frozen=True)
 class CreateInstance:
     """A validated create request: shapes and types are the API's job, meaning is the domain's."""
@@ -60,6 +72,8 @@ class InstanceService(TroveApplication):
         super().__init__(*args, **kwargs)
         self._load_locks = [threading.Lock() for _ in range(64)]  # striped: bounded however many aggregates
         self._quota_locks = [threading.Lock() for _ in range(64)]  # striped, like the load locks
+        self._settlements: dict[str, list[_Settlement]] = {}  # by tenant, waiting for its quota
+        self._settlements_lock = threading.Lock()
         self.quota_defaults = dict(quota_defaults or {})
         self.region = region
         self.catalog = CatalogService(env=self.env)
@@ -190,19 +204,39 @@ class InstanceService(TroveApplication):
         return bool(self.record(instance_id, lambda i: i.change_service_status(context.recorded(), status)))
 
     def settle_quota(self, context: OperationContext, tenant_id: str, request_id: str, *, commit: bool) -> bool:
-        """Commit (the resource exists) or release a reservation; False when already settled."""
-        def attempt() -> bool:
-            quota = self.quota(tenant_id)
-            if quota is None:
-                return False
-            changed = (quota.commit(context.recorded(), request_id) if commit
-                       else quota.release_reservation(context.recorded(), request_id))
-            if changed:
-                self.save(quota)
-            return changed
+        """Commit (the resource exists) or release a reservation; False when already settled.
 
+        Settlements of one tenant that wait for its quota together are saved together: whoever takes
+        the quota next settles every one queued by then, in one save, and the others find theirs done.
+        A burst of builds ending then costs the event store a few saves, not one per build.
+        """
+        mine = _Settlement(context.recorded(), request_id, commit)
+        with self._settlements_lock:
+            self._settlements.setdefault(tenant_id, []).append(mine)
         with self._quota_writes(tenant_id):
-            return _retrying(attempt)
+            if not mine.finished:
+                with self._settlements_lock:
+                    batch = self._settlements.pop(tenant_id, [])
+                try:
+                    _retrying(lambda: self._settle_together(tenant_id, batch))
+                except BaseException as error:
+                    for settlement in batch:
+                        settlement.error, settlement.finished = error, True
+                    raise
+        if mine.error is not None:
+            raise mine.error
+        return mine.changed
+
+    def _settle_together(self, tenant_id: str, batch: list[_Settlement]) -> None:
+        quota = self.quota(tenant_id)
+        for settlement in batch:
+            settlement.changed = quota is not None and (
+                quota.commit(settlement.context, settlement.request_id) if settlement.commit
+                else quota.release_reservation(settlement.context, settlement.request_id))
+        if quota is not None and quota.pending_events:
+            self.save(quota)
+        for settlement in batch:
+            settlement.finished = True
 
     def release_instance_quota(self, context: OperationContext, instance: Instance) -> None:
         def attempt() -> None:

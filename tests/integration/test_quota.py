@@ -78,3 +78,40 @@ def test_a_long_lived_quota_is_snapshotted_and_reads_back_the_same(postgres_url:
     assert len(fresh.reservations) == 55
     writer.close()
     reader.close()
+
+
+def test_settlements_waiting_for_a_tenants_quota_are_saved_together(postgres_url: str) -> None:
+    service = InstanceService(env=event_store_env(postgres_url), quota_defaults={"instances": -1, "volumes": -1})
+    service.catalog.seed(CATALOG)
+    builds = 5
+    for n in range(builds):
+        service.create(OperationContext(request_id=f"req-{n}", tenant_id="t1"),
+                       CreateInstance(name=f"db{n}", flavor_ref="2", volume_size=2, datastore="mysql",
+                                      datastore_version=None))
+    saves: list[list[str]] = []
+    save = service.save
+
+    def counting_save(*aggregates, **kwargs):  # type: ignore[no-untyped-def]
+        saves.append([type(aggregate).__name__ for aggregate in aggregates])
+        return save(*aggregates, **kwargs)
+
+    service.save = counting_save  # type: ignore[method-assign]
+    results: dict[int, bool] = {}
+    settler = OperationContext(request_id="req-tm", tenant_id="t1")
+    threads = [threading.Thread(target=lambda n=n: results.__setitem__(
+        n, service.settle_quota(settler, "t1", f"req-{n}", commit=n % 2 == 0))) for n in range(builds)]
+    with service._quota_writes("t1"):  # every settlement queues behind a writer of the quota
+        for thread in threads:
+            thread.start()
+        while len(service._settlements.get("t1", [])) < builds:
+            threading.Event().wait(0.01)
+    for thread in threads:
+        thread.join()
+
+    assert results == {n: True for n in range(builds)}
+    assert saves == [["Quota"]], "one save for the five settlements"
+    quota = service.quota("t1")
+    assert quota is not None and not quota.reservations
+    assert quota.in_use["instances"] == 3 and quota.in_use["volumes"] == 6, "commits kept, releases dropped"
+    assert service.settle_quota(settler, "t1", "req-0", commit=True) is False, "a repeat changes nothing"
+    service.close()
