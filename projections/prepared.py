@@ -64,13 +64,13 @@ def json_value(value: Any) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
-class PreparedWrite:
-    """A write compiled once per dialect and run on the DBAPI cursor of the caller's connection, so it
+class InTransaction:
+    """A statement compiled once per dialect and run on the DBAPI cursor of the caller's connection, so it
     is part of the caller's transaction.
 
-    For the writes every consumed event or batch makes (work items, dedupe marks, offsets), where
-    SQLAlchemy's per-execution work was three times the statement's own. Parameters are the
-    statement's bind names; ``column_keys`` names the columns an INSERT without ``values`` sets.
+    For what every consumed event or batch runs (work-item writes, dedupe marks read and stored,
+    offsets), where SQLAlchemy's per-execution work was three times the statement's own. Parameters
+    are the statement's bind names; ``column_keys`` names the columns an INSERT without ``values`` sets.
     """
 
     def __init__(self, statement: Any, column_keys: Sequence[str] | None = None) -> None:

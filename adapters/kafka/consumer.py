@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from adapters.kafka.topics import admin_client, ensure_topic
 from adapters.sql.schema import create_tables
 from adapters.sql.tracking import consumer_marks, consumer_offsets, tracking_metadata
-from projections.prepared import PreparedWrite
+from projections.prepared import InTransaction
 from projections.upsert import upsert_for_dialect
 
 log = logging.getLogger(__name__)
@@ -90,15 +90,15 @@ class _Failure:
 _MARKS_OF = select(consumer_marks.c.aggregate_id, consumer_marks.c.version).where(
     consumer_marks.c.group_id == bindparam("k_group"))
 # PostgreSQL takes the ids as one array parameter; an expanding IN would be rendered again at every run.
-_MARKS = {"postgresql": PreparedWrite(_MARKS_OF.where(consumer_marks.c.aggregate_id == any_(
-              bindparam("k_ids", type_=postgresql.ARRAY(consumer_marks.c.aggregate_id.type))))),
-          "sqlite": _MARKS_OF.where(consumer_marks.c.aggregate_id.in_(bindparam("k_ids", expanding=True)))}
-_STORE_MARKS = {dialect: PreparedWrite(upsert_for_dialect(dialect, consumer_marks, ("group_id", "aggregate_id"),
+_MARKS_ANY = InTransaction(_MARKS_OF.where(consumer_marks.c.aggregate_id == any_(
+    bindparam("k_ids", type_=postgresql.ARRAY(consumer_marks.c.aggregate_id.type)))))
+_MARKS_IN = _MARKS_OF.where(consumer_marks.c.aggregate_id.in_(bindparam("k_ids", expanding=True)))
+_STORE_MARKS = {dialect: InTransaction(upsert_for_dialect(dialect, consumer_marks, ("group_id", "aggregate_id"),
                                                           ("version",)),
                                        column_keys=["group_id", "aggregate_id", "version"])
                 for dialect in ("postgresql", "sqlite")}
-_CLAIM_OFFSET = PreparedWrite(insert(consumer_offsets), column_keys=[c.key for c in consumer_offsets.c])
-_MOVE_OFFSET = PreparedWrite(
+_CLAIM_OFFSET = InTransaction(insert(consumer_offsets), column_keys=[c.key for c in consumer_offsets.c])
+_MOVE_OFFSET = InTransaction(
     update(consumer_offsets)
     .where(consumer_offsets.c.group_id == bindparam("k_group"), consumer_offsets.c.topic == bindparam("k_topic"),
            consumer_offsets.c.partition == bindparam("k_partition"),
@@ -399,14 +399,14 @@ class ConsumerRunner:
         if not ids:
             return {}
         connection = session.connection()
-        query, parameters = _MARKS[connection.dialect.name], {"k_group": self.group_id, "k_ids": list(ids)}
-        if isinstance(query, PreparedWrite):
-            cursor = query.execute(connection, parameters)
-            try:
-                return dict(cursor.fetchall())
-            finally:
-                cursor.close()
-        return {row.aggregate_id: row.version for row in connection.execute(query, parameters)}
+        parameters = {"k_group": self.group_id, "k_ids": list(ids)}
+        if connection.dialect.name != "postgresql":  # SQLite has no array to bind: an expanding IN
+            return {row.aggregate_id: row.version for row in connection.execute(_MARKS_IN, parameters)}
+        cursor = _MARKS_ANY.execute(connection, parameters)
+        try:
+            return dict(cursor.fetchall())
+        finally:
+            cursor.close()
 
     def _commit_marks(self, session: Session, changed_marks: dict[str, int]) -> None:
         if changed_marks:

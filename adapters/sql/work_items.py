@@ -33,7 +33,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from projections.prepared import PreparedWrite
+from projections.prepared import InTransaction
 from services.ports import WorkItem
 
 metadata = MetaData()
@@ -65,9 +65,9 @@ _KEY = (_c.instance_id == bindparam("k_instance_id"), _c.request_id == bindparam
 _AT_STEP = (*_KEY, _c.step == bindparam("k_step"))
 
 # The consumer half's writes run once per consumed event: compiled once, run on the transaction's cursor.
-_ADD = {dialect: PreparedWrite(insert.on_conflict_do_nothing(), column_keys=[c.key for c in work_items.c])
+_ADD = {dialect: InTransaction(insert.on_conflict_do_nothing(), column_keys=[c.key for c in work_items.c])
         for dialect, insert in (("postgresql", postgresql.insert(work_items)), ("sqlite", sqlite.insert(work_items)))}
-_WAKE = PreparedWrite(update(work_items)
+_WAKE = InTransaction(update(work_items)
                       .where(_c.instance_id == bindparam("k_instance_id"), _c.step == bindparam("k_step"),
                              _c.due_at.is_not(None))
                       .values(due_at=bindparam("k_now", type_=Float), wakes=_c.wakes + 1))
@@ -77,7 +77,7 @@ _WAKE = PreparedWrite(update(work_items)
 def _remove_operation(kept: frozenset[str]):  # type: ignore[no-untyped-def]
     # One statement per set of kinds kept, with the kinds written in: an expanding parameter made
     # SQLAlchemy render the statement again on every execution, for every operation that closed.
-    return PreparedWrite(delete(work_items)
+    return InTransaction(delete(work_items)
                          .where(_c.instance_id == bindparam("k_instance_id"),
                                 _c.request_id == bindparam("k_request_id"),
                                 *(_c.kind != literal(kind) for kind in sorted(kept)))

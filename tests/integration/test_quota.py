@@ -103,8 +103,11 @@ def test_settlements_waiting_for_a_tenants_quota_are_saved_together(postgres_url
     with service._quota_writes("t1"):  # every settlement queues behind a writer of the quota
         for thread in threads:
             thread.start()
-        while len(service._settlements.get("t1", [])) < builds:
+        for _ in range(3000):  # a bound, so a settlement that never queues fails the test instead of hanging it
+            if len(service._settlements.get("t1", [])) == builds:
+                break
             threading.Event().wait(0.01)
+        assert len(service._settlements.get("t1", [])) == builds, "every settlement queued behind the writer"
     for thread in threads:
         thread.join()
 

@@ -91,12 +91,12 @@ def test_a_prepared_write_joins_the_transaction_and_fails_as_sqlalchemy_does(
     from sqlalchemy import insert
     from sqlalchemy.exc import IntegrityError
 
-    from projections.prepared import PreparedWrite
+    from projections.prepared import InTransaction
 
     engine = create_sql_engine(postgres_url if backend == "postgresql" else f"sqlite:///{tmp_path}/w.db")
     table = Table("w", MetaData(), Column("id", String(8), primary_key=True), Column("v", Integer))
     table.metadata.create_all(engine)
-    write = PreparedWrite(insert(table), column_keys=["id", "v"])
+    write = InTransaction(insert(table), column_keys=["id", "v"])
     with engine.begin() as connection:
         write.execute(connection, {"id": "a", "v": 1}).close()
         write.execute_many(connection, [{"id": "b", "v": 2}, {"id": "c", "v": 3}])
