@@ -3,26 +3,30 @@ the caller's (inside its transaction).
 
 For the API's hottest query (a show): SQLAlchemy's per-execution work (connection and result
 objects, events, parameter and type processing) cost several times the query itself on SQLite.
-Everything a caller gets is plain: a mapping of column name to the driver's value, so JSON columns
-may arrive as text (SQLite) or already decoded (PostgreSQL) — see ``json_value``.
+On PostgreSQL a read goes one layer lower still, to libpq through psycopg's ``pgconn`` (see
+``_LibpqStatement``). Everything a caller gets is plain: a mapping of column name to the driver's
+value, so JSON columns may arrive as text (SQLite) or already decoded (PostgreSQL) — see ``json_value``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from psycopg import OperationalError, errors, pq
+from psycopg.adapt import PyFormat, Transformer
 from sqlalchemy import Connection, Engine, Select, exc
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 
 class PreparedRead:
     def __init__(self, engine: Engine, statement: Select[Any]) -> None:
         self._engine = engine
-        self._compiled = statement.compile(dialect=engine.dialect)
-        self._sql = str(self._compiled)
-        self._positions = self._compiled.positiontup  # None for drivers that take named parameters
         self._names = [column.key for column in statement.selected_columns]
+        self._statement: _DbapiStatement | _LibpqStatement = (
+            _LibpqStatement(statement) if engine.dialect.driver == "psycopg" else _DbapiStatement(statement, engine))
 
     def first(self, **parameters: Any) -> dict[str, Any] | None:
         rows = self._run(parameters, many=False)
@@ -32,32 +36,104 @@ class PreparedRead:
         return self._run(parameters, many=True)
 
     def _run(self, parameters: dict[str, Any], *, many: bool) -> list[dict[str, Any]]:
-        values = self._compiled.construct_params(parameters)
-        arguments: Any = [values[name] for name in self._positions] if self._positions is not None else values
         for attempt in (1, 2):
             # A bare pool checkout: the engine must be ``read_only``'s, whose connections read outside
             # any transaction (SQLite's in driver autocommit, PostgreSQL's in autocommit for good).
             pooled = self._engine.raw_connection()
             try:
-                cursor = pooled.driver_connection.cursor()
-                try:
-                    cursor.execute(self._sql, arguments)
-                    rows = cursor.fetchall() if many else cursor.fetchmany(1)
-                except self._engine.dialect.loaded_dbapi.Error as error:
-                    # The pool trusts recently used connections without a ping; one that died with a
-                    # server restart is dropped here and the read runs once more on a fresh one.
-                    if attempt == 2 or not self._engine.dialect.is_disconnect(error, pooled.driver_connection,
-                                                                              cursor):
-                        raise
-                    pooled.invalidate(error)
-                    continue
-                finally:
-                    cursor.close()
+                rows = self._statement.run(pooled, parameters, many=many)
+            except _Disconnected as lost:
+                # The pool trusts recently used connections without a ping; one that died with a
+                # server restart is dropped here and the read runs once more on a fresh one.
+                pooled.invalidate(lost.error)
+                if attempt == 2:
+                    raise lost.error from None
+                continue
             finally:
                 pooled.close()
             names = self._names
             return [dict(zip(names, row, strict=True)) for row in rows]
         raise AssertionError("unreachable")
+
+
+class _Disconnected(Exception):
+    def __init__(self, error: exc.DBAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _DbapiStatement:
+    """A read through the driver's cursor (SQLite)."""
+
+    def __init__(self, statement: Select[Any], engine: Engine) -> None:
+        self._dialect = engine.dialect
+        self._compiled = statement.compile(dialect=engine.dialect)
+        self._sql = str(self._compiled)
+        self._positions = self._compiled.positiontup  # None for drivers that take named parameters
+
+    def run(self, pooled: Any, parameters: Mapping[str, Any], *, many: bool) -> list[Any]:
+        values = self._compiled.construct_params(parameters)
+        arguments = [values[name] for name in self._positions] if self._positions is not None else values
+        cursor = pooled.driver_connection.cursor()
+        try:
+            cursor.execute(self._sql, arguments)
+            return cursor.fetchall() if many else cursor.fetchmany(1)
+        except self._dialect.loaded_dbapi.Error as error:
+            disconnected = self._dialect.is_disconnect(error, pooled.driver_connection, cursor)
+            wrapped = exc.DBAPIError.instance(self._sql, arguments, error, self._dialect.loaded_dbapi.Error,
+                                              dialect=self._dialect, connection_invalidated=disconnected)
+            raise (_Disconnected(wrapped) if disconnected else wrapped) from error
+        finally:
+            cursor.close()
+
+
+class _LibpqStatement:
+    """A read as a server-side prepared statement, run through psycopg's libpq wrapper (PostgreSQL).
+
+    psycopg's cursor cost as much Python per execution as the query's own round trip (query
+    conversion, its prepare bookkeeping, result objects). Here a read is one ``PQexecPrepared``,
+    which waits for the server without holding the GIL, and one pass of psycopg's C loaders over the
+    rows, so every value arrives as psycopg's cursor would have decoded it. The statement is
+    prepared once per connection; the pool's per-connection ``info`` says which connections have it
+    and is dropped with the connection.
+    """
+
+    _serial = itertools.count()
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self._compiled = statement.compile(dialect=PGDialect_psycopg(paramstyle="numeric_dollar"))
+        self._sql = str(self._compiled)
+        self._positions = self._compiled.positiontup or []
+        self._formats = [PyFormat.TEXT] * len(self._positions)
+        self._name = f"trove_es_read_{next(self._serial)}".encode()
+
+    def run(self, pooled: Any, parameters: Mapping[str, Any], *, many: bool) -> list[Any]:
+        connection = pooled.driver_connection
+        pgconn = connection.pgconn
+        values = self._compiled.construct_params(parameters)
+        arguments = [values[name] for name in self._positions]
+        adapter = Transformer(connection)
+        prepared = pooled.info.setdefault("trove_es_prepared", set())
+        if self._name not in prepared:
+            self._check(pgconn.prepare(self._name, self._sql.encode()), pq.ExecStatus.COMMAND_OK, connection,
+                        arguments)
+            prepared.add(self._name)
+        result = pgconn.exec_prepared(self._name, adapter.dump_sequence(arguments, self._formats))
+        self._check(result, pq.ExecStatus.TUPLES_OK, connection, arguments)
+        adapter.set_pgresult(result)
+        return adapter.load_rows(0, result.ntuples if many else min(result.ntuples, 1), tuple)
+
+    def _check(self, result: Any, expected: Any, connection: Any, arguments: Any) -> None:
+        """Raise what went wrong as SQLAlchemy would have, or ``_Disconnected`` when the connection is gone."""
+        if result.status == expected:
+            return
+        disconnected = connection.pgconn.status == pq.ConnStatus.BAD
+        error: Exception = (OperationalError(f"the connection to PostgreSQL was lost: "
+                                             f"{connection.pgconn.get_error_message()}") if disconnected
+                            else errors.error_from_result(result, encoding=connection.info.encoding))
+        wrapped = exc.DBAPIError.instance(self._sql, arguments, error, errors.Error, dialect=None,
+                                          connection_invalidated=disconnected)
+        raise (_Disconnected(wrapped) if disconnected else wrapped) from error
 
 
 def json_value(value: Any) -> Any:
