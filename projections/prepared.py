@@ -11,10 +11,10 @@ value, so JSON columns may arrive as text (SQLite) or already decoded (PostgreSQ
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 from psycopg import OperationalError, errors, pq
 from psycopg.adapt import PyFormat, Transformer
 from sqlalchemy import Connection, Engine, Select, exc
@@ -137,7 +137,7 @@ class _LibpqStatement:
 
 
 def json_value(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
+    return orjson.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 class InTransaction:

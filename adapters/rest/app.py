@@ -4,10 +4,11 @@ middleware and error handling. It builds nothing itself, so tests pass real obje
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import falcon
+import orjson
 
 from adapters.rest.auth import Authenticator
 from adapters.rest.context import host_ip
@@ -53,6 +54,9 @@ def create_app(*, instances: InstanceService, instance_views: InstanceViewQuerie
     """The WSGI app. ``settings`` supplies the region and the read-your-writes bound."""
     app = falcon.App(middleware=[RequestIdMiddleware(), AuthMiddleware(authenticator, server_ip or host_ip())])
     app.req_options.strip_url_path_trailing_slash = True
+    # orjson writes bytes at a tenth of the json module's cost; the OpenAPI document has integer keys.
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
+        dumps=partial(orjson.dumps, option=orjson.OPT_NON_STR_KEYS), loads=orjson.loads)
     install_error_handling(app)
 
     reads = InstanceReads(instances, instance_views, settings.read_your_writes_wait_s, write_marks)

@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
+import orjson
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 # A pooled PostgreSQL connection back from use within this long is trusted without a ping.
 IDLE_PING_S = 1.0
+# JSON columns come back through orjson: the instance view's are decoded on every show and list.
+_JSON = {"json_deserializer": orjson.loads}
 
 
 def create_sql_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -23,14 +26,14 @@ def create_sql_engine(url: str, *, pool_size: int = 5) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-        engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
+        engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, **_JSON)
         ping_when_idle(engine)
         return engine
     if parsed.get_backend_name() != "sqlite":
         raise ValueError(f"unsupported SQL URL scheme {parsed.drivername!r}")
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed, connect_args={"timeout": 30})
+    engine = create_engine(parsed, connect_args={"timeout": 30}, **_JSON)
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -100,7 +103,8 @@ def read_only(engine: Engine) -> Engine:
     if reader is None:
         pool = engine.pool
         size = pool.size() if hasattr(pool, "size") else 5
-        reader = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=size, max_overflow=size)
+        reader = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=size, max_overflow=size,
+                               **_JSON)
         ping_when_idle(reader)
         reader = reader.execution_options(**{READ_ONLY: True})
         _READERS[engine] = reader
