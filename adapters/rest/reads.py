@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from uuid import UUID
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -40,11 +39,11 @@ class InstanceReads:
         self._sleep = sleep
 
     def show(self, instance_id: str, context: OperationContext, *, admin: bool) -> InstanceRecord:
-        """The instance as of at least the API's last write to it, or ``NotFound`` (404) for strangers."""
-        try:
-            key = str(UUID(instance_id))
-        except ValueError:
-            raise NotFound(f"Instance {instance_id[:64]} could not be found.") from None
+        """The instance as of at least the API's last write to it, or ``NotFound`` (404) for strangers.
+
+        ``instance_id`` is a path's id as ``resources.instance_id`` checked and normalised it.
+        """
+        key = instance_id
         row, marked = self._views.get_marked(key)
         if row is not None and marked is not None and row.version < marked:
             deadline = self._clock() + self._wait_s

@@ -103,8 +103,9 @@ def read_only(engine: Engine) -> Engine:
     if reader is None:
         pool = engine.pool
         size = pool.size() if hasattr(pool, "size") else 5
+        # In autocommit there is never a transaction to roll back when a connection is handed back.
         reader = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=size, max_overflow=size,
-                               **_JSON)
+                               pool_reset_on_return=None, **_JSON)
         ping_when_idle(reader)
         reader = reader.execution_options(**{READ_ONLY: True})
         _READERS[engine] = reader
