@@ -1,0 +1,145 @@
+"""Trove's DBaaS API lifecycle notifications: which operations notify, under which event types, with
+which traits (``trove/common/notification.py``; trove-source-behaviour §1.2 and §1.3).
+
+Every state-changing API operation notifies ``dbaas.<event_type>.start`` when it is accepted and
+then exactly one ``.end`` or ``.error``. This module is the catalogue and the payload rule; the
+notifier projection (issue 4) decides *when* from the operation events.
+
+Where Trove is wrong, this catalogue is not, and says so:
+
+- payloads hold the base traits and the stage's declared traits only (Trove sends every key it ever
+  accumulated, including undeclared ones such as ``locality``);
+- ``promote_to_replica_source`` notifies ``instance_promote`` and ``eject_replica_source``
+  ``instance_eject`` (Trove swaps the two);
+- ``.end`` and ``.error`` repeat the start traits (as Trove's do), so a consumer that saw only the
+  end still knows what ended.
+
+Trove's own odd names are kept, because Ceilometer and existing consumers match on them:
+``dbaas.upgrade.*`` for an instance upgrade, and ``dbaas.quota`` (not an API notification; see
+``QUOTA_EVENT_TYPE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+BASE_TRAITS = ("tenant_id", "client_ip", "server_ip", "server_type", "request_id")
+ERROR_REQUIRED = ("message", "exception")
+ERROR_OPTIONAL = ("instance_id",)
+START, END, ERROR = "start", "end", "error"
+QUOTA_EVENT_TYPE = "dbaas.quota"
+
+
+class MissingTraits(ValueError):
+    """A notification lacks a trait its stage requires: a bug in what built it, never a client's."""
+
+
+@dataclass(frozen=True)
+class ApiNotification:
+    event_type: str  # Trove's ``event_type()``: ``instance_create`` → ``dbaas.instance_create.*``
+    required_start: tuple[str, ...]
+    optional_start: tuple[str, ...] = ()
+    required_end: tuple[str, ...] = ()
+    optional_end: tuple[str, ...] = ()
+
+    def qualified(self, stage: str) -> str:
+        if stage not in (START, END, ERROR):
+            raise ValueError(f"unknown notification stage {stage!r}")
+        return f"dbaas.{self.event_type}.{stage}"
+
+    def declared(self, stage: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(required, optional) traits of ``stage``, the base traits included."""
+        start = (BASE_TRAITS + self.required_start, self.optional_start)
+        if stage == START:
+            return start
+        if stage == END:
+            return start[0] + self.required_end, start[1] + self.optional_end
+        if stage == ERROR:
+            return start[0] + ERROR_REQUIRED, start[1] + ERROR_OPTIONAL
+        raise ValueError(f"unknown notification stage {stage!r}")
+
+    def payload(self, stage: str, traits: Mapping[str, Any]) -> dict[str, Any]:
+        """The declared traits of ``stage`` from ``traits``: every required one (its value may be null,
+        as Trove's availability zone is when none was asked for), and the optional ones that have a value."""
+        required, optional = self.declared(stage)
+        missing = [name for name in required if name not in traits]
+        if missing:
+            raise MissingTraits(f"{self.qualified(stage)} lacks {', '.join(missing)}")
+        chosen = {name: traits[name] for name in required}
+        chosen.update((name, traits[name]) for name in optional if traits.get(name) is not None)
+        return chosen
+
+
+def _n(event_type: str, *required_start: str, optional: Iterable[str] = (), end: Iterable[str] = (),
+       optional_end: Iterable[str] = ()) -> ApiNotification:
+    return ApiNotification(event_type, tuple(required_start), tuple(optional), tuple(end), tuple(optional_end))
+
+
+# By the operation name the domain records on its operation events (``Instance`` and, as they land,
+# the aggregates for databases, users, backups, configurations and clusters).
+API_NOTIFICATIONS: dict[str, ApiNotification] = {
+    # instances
+    "create": _n("instance_create", "name", "flavor_id", "datastore", "datastore_version", "image_id",
+                 "availability_zone", "region_name",
+                 optional=("databases", "users", "volume_size", "restore_point", "replica_of", "replica_count",
+                           "cluster_id", "backup_id", "nics"),
+                 end=("instance_id",)),
+    "delete": _n("instance_delete", "instance_id"),
+    "restart": _n("instance_restart", "instance_id"),
+    "reboot": _n("instance_reboot", "instance_id"),
+    "resize_volume": _n("instance_resize_volume", "instance_id", "new_size"),
+    "resize_instance": _n("instance_resize_instance", "instance_id", "new_flavor_id"),
+    "reset_status": _n("instance_reset_status", "instance_id"),
+    "detach": _n("instance_detach", "instance_id"),
+    "attach_configuration": _n("instance_attach_configuration", "instance_id", "configuration_id"),
+    "detach_configuration": _n("instance_detach_configuration", "instance_id"),
+    "promote_to_replica_source": _n("instance_promote", "instance_id"),
+    "eject_replica_source": _n("instance_eject", "instance_id"),
+    "upgrade": _n("upgrade", "instance_id", "datastore_version_id"),
+    # databases and users
+    "database_create": _n("database_create", "instance_id", "dbname"),
+    "database_delete": _n("database_delete", "instance_id", "dbname"),
+    "user_create": _n("user_create", "instance_id", "username"),
+    "user_delete": _n("user_delete", "instance_id", "username"),
+    "user_update_attributes": _n("user_update_attributes", "instance_id", "username"),
+    "user_change_password": _n("user_change_password", "instance_id", "username"),
+    "user_grant": _n("user_grant", "instance_id", "username", "database"),
+    "user_revoke": _n("user_revoke", "instance_id", "username", "database"),
+    # backups
+    "backup_create": _n("backup_create", "name", "instance_id", "description", "parent_id", end=("backup_id",)),
+    "backup_delete": _n("backup_delete", "backup_id"),
+    # configurations
+    "configuration_create": _n("configuration_create", "name", "datastore", "datastore_version",
+                               end=("configuration_id",)),
+    "configuration_delete": _n("configuration_delete", "configuration_id"),
+    "configuration_update": _n("configuration_update", "configuration_id", "name", "description"),
+    "configuration_edit": _n("configuration_edit", "configuration_id"),
+    # clusters
+    "cluster_create": _n("cluster_create", "name", "datastore", "datastore_version", end=("cluster_id",)),
+    "cluster_delete": _n("cluster_delete", "cluster_id"),
+    "cluster_restart": _n("cluster_restart", "cluster_id"),
+    "cluster_upgrade": _n("cluster_upgrade", "cluster_id", "datastore_version"),
+    "cluster_reset_status": _n("cluster_reset_status", "cluster_id"),
+    "cluster_grow": _n("cluster_grow", "cluster_id", end=("cluster_id",), optional_end=("instance_ids",)),
+    "cluster_shrink": _n("cluster_shrink", "cluster_id", optional=("instance_ids",), end=("cluster_id",),
+                         optional_end=("instance_ids",)),
+    "cluster_add_shard": _n("cluster_add_shard", "cluster_id"),
+    "cluster_attach_configuration": _n("cluster_attach_configuration", "cluster_id", "configuration_id"),
+    "cluster_detach_configuration": _n("cluster_detach_configuration", "cluster_id"),
+}
+
+# Operations that change state but that Trove does not notify: a rename (``PUT`` with only a name).
+SILENT_OPERATIONS = frozenset({"update"})
+
+
+def notification_for(operation: str) -> ApiNotification | None:
+    """The notification an operation sends, ``None`` for one Trove keeps silent; unknown names are a bug."""
+    if operation in SILENT_OPERATIONS:
+        return None
+    try:
+        return API_NOTIFICATIONS[operation]
+    except KeyError:
+        raise KeyError(f"operation {operation!r} has no notification mapping; add it to "
+                       "domain/notifications.API_NOTIFICATIONS or SILENT_OPERATIONS") from None

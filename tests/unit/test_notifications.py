@@ -1,0 +1,125 @@
+"""The DBaaS API notification catalogue against Trove's (trove-source-behaviour §1.3), and the payload rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain import instance
+from domain.notifications import (
+    API_NOTIFICATIONS,
+    BASE_TRAITS,
+    MissingTraits,
+    notification_for,
+)
+
+# (operation, Trove's event_type(), required start traits, required end traits), transcribed from §1.3.
+TROVE_TABLE = [
+    ("create", "instance_create", {"name", "flavor_id", "datastore", "datastore_version", "image_id",
+                                   "availability_zone", "region_name"}, {"instance_id"}),
+    ("reboot", "instance_reboot", {"instance_id"}, set()),
+    ("restart", "instance_restart", {"instance_id"}, set()),
+    ("resize_volume", "instance_resize_volume", {"instance_id", "new_size"}, set()),
+    ("resize_instance", "instance_resize_instance", {"instance_id", "new_flavor_id"}, set()),
+    ("delete", "instance_delete", {"instance_id"}, set()),
+    ("reset_status", "instance_reset_status", {"instance_id"}, set()),
+    ("detach", "instance_detach", {"instance_id"}, set()),
+    ("attach_configuration", "instance_attach_configuration", {"instance_id", "configuration_id"}, set()),
+    ("detach_configuration", "instance_detach_configuration", {"instance_id"}, set()),
+    ("upgrade", "upgrade", {"instance_id", "datastore_version_id"}, set()),
+    ("cluster_create", "cluster_create", {"name", "datastore", "datastore_version"}, {"cluster_id"}),
+    ("cluster_delete", "cluster_delete", {"cluster_id"}, set()),
+    ("cluster_restart", "cluster_restart", {"cluster_id"}, set()),
+    ("cluster_upgrade", "cluster_upgrade", {"cluster_id", "datastore_version"}, set()),
+    ("cluster_reset_status", "cluster_reset_status", {"cluster_id"}, set()),
+    ("cluster_add_shard", "cluster_add_shard", {"cluster_id"}, set()),
+    ("cluster_grow", "cluster_grow", {"cluster_id"}, {"cluster_id"}),
+    ("cluster_shrink", "cluster_shrink", {"cluster_id"}, {"cluster_id"}),
+    ("cluster_attach_configuration", "cluster_attach_configuration", {"cluster_id", "configuration_id"}, set()),
+    ("cluster_detach_configuration", "cluster_detach_configuration", {"cluster_id"}, set()),
+    ("backup_create", "backup_create", {"name", "instance_id", "description", "parent_id"}, {"backup_id"}),
+    ("backup_delete", "backup_delete", {"backup_id"}, set()),
+    ("database_create", "database_create", {"instance_id", "dbname"}, set()),
+    ("database_delete", "database_delete", {"instance_id", "dbname"}, set()),
+    ("user_create", "user_create", {"instance_id", "username"}, set()),
+    ("user_delete", "user_delete", {"instance_id", "username"}, set()),
+    ("user_update_attributes", "user_update_attributes", {"instance_id", "username"}, set()),
+    ("user_change_password", "user_change_password", {"instance_id", "username"}, set()),
+    ("user_grant", "user_grant", {"instance_id", "username", "database"}, set()),
+    ("user_revoke", "user_revoke", {"instance_id", "username", "database"}, set()),
+    ("configuration_create", "configuration_create", {"name", "datastore", "datastore_version"},
+     {"configuration_id"}),
+    ("configuration_delete", "configuration_delete", {"configuration_id"}, set()),
+    ("configuration_update", "configuration_update", {"configuration_id", "name", "description"}, set()),
+    ("configuration_edit", "configuration_edit", {"configuration_id"}, set()),
+]
+
+
+@pytest.mark.parametrize(("operation", "event_type", "start", "end"), TROVE_TABLE)
+def test_each_operation_notifies_as_trove_declares(operation: str, event_type: str, start: set[str],
+                                                   end: set[str]) -> None:
+    notification = notification_for(operation)
+    assert notification is not None
+    assert notification.event_type == event_type
+    assert set(notification.required_start) == start
+    assert set(notification.required_end) == end
+    assert notification.qualified("start") == f"dbaas.{event_type}.start"
+
+
+def test_promote_and_eject_are_not_swapped_as_in_trove() -> None:
+    assert notification_for("promote_to_replica_source").event_type == "instance_promote"  # type: ignore[union-attr]
+    assert notification_for("eject_replica_source").event_type == "instance_eject"  # type: ignore[union-attr]
+
+
+def test_every_operation_the_instance_aggregate_records_has_a_mapping() -> None:
+    for operation in (instance.CREATE, instance.RESTART, instance.RESIZE_VOLUME, instance.RESIZE_FLAVOR,
+                      instance.RESET_STATUS, instance.DELETE):
+        assert notification_for(operation) is not None, operation
+    assert notification_for(instance.UPDATE) is None, "Trove sends nothing for a rename"
+    with pytest.raises(KeyError, match="no notification mapping"):
+        notification_for("reticulate_splines")
+
+
+def test_the_catalogue_has_nothing_beyond_the_table_but_the_replica_actions() -> None:
+    assert set(API_NOTIFICATIONS) - {row[0] for row in TROVE_TABLE} == {"promote_to_replica_source",
+                                                                        "eject_replica_source"}
+
+
+BASE = {"tenant_id": "t1", "client_ip": "10.0.0.9", "server_ip": "10.0.0.1", "server_type": "api",
+        "request_id": "req-1"}
+
+
+def test_a_payload_holds_the_declared_traits_only() -> None:
+    resize = notification_for("resize_volume")
+    assert resize is not None
+    traits = {**BASE, "instance_id": "i1", "new_size": 5, "locality": "affinity", "old_size": 1}
+    assert resize.payload("start", traits) == {**BASE, "instance_id": "i1", "new_size": 5}
+    error = resize.payload("error", {**traits, "message": "boom", "exception": ["Traceback", "Boom"]})
+    assert error == {**BASE, "instance_id": "i1", "new_size": 5, "message": "boom",
+                     "exception": ["Traceback", "Boom"]}
+
+
+def test_optional_traits_appear_only_with_a_value_and_required_ones_may_be_null() -> None:
+    create = notification_for("create")
+    assert create is not None
+    traits = {**BASE, "name": "db1", "flavor_id": "2", "datastore": "mysql", "datastore_version": "8.0",
+              "image_id": None, "availability_zone": None, "region_name": "RegionOne", "volume_size": 1,
+              "backup_id": None}
+    start = create.payload("start", traits)
+    assert start["availability_zone"] is None and start["volume_size"] == 1
+    assert "backup_id" not in start
+    with pytest.raises(MissingTraits, match=r"dbaas\.instance_create\.end lacks instance_id"):
+        create.payload("end", traits)
+    assert create.payload("end", {**traits, "instance_id": "i1"})["instance_id"] == "i1"
+
+
+def test_every_stage_requires_the_base_traits() -> None:
+    delete = notification_for("delete")
+    assert delete is not None
+    for stage in ("start", "end", "error"):
+        required, _ = delete.declared(stage)
+        assert set(BASE_TRAITS) <= set(required)
+    partial = {key: value for key, value in BASE.items() if key != "request_id"}
+    with pytest.raises(MissingTraits, match="request_id"):
+        delete.payload("start", {**partial, "instance_id": "i1"})
+    with pytest.raises(ValueError, match="unknown notification stage"):
+        delete.qualified("middle")
