@@ -47,8 +47,10 @@ class Instance(Aggregate):
     @event("CreateRequested")
     def __init__(self, *, context: Context, operation: str, name: str, tenant_id: str, flavor: dict[str, Any],
                  volume_size: int | None, datastore: str, datastore_version: str, datastore_version_id: str,
-                 availability_zone: str | None, region: str, databases: list[str], users: list[str]) -> None:
+                 availability_zone: str | None, region: str, databases: list[str], users: list[str],
+                 image_id: str | None) -> None:
         self.name = name
+        self.image_id = image_id  # the datastore version's, as accepted: Trove's create notification names it
         self.tenant_id = tenant_id
         self.flavor = flavor
         self.volume_size = volume_size
@@ -262,6 +264,14 @@ class Instance(Aggregate):
     def is_active(self) -> bool:
         return self.server_status == SERVER_ACTIVE and self.task is TaskStatus.NONE
 
+
+def _create_requested_v1_to_v2(state: dict[str, Any]) -> None:
+    state["image_id"] = None  # version 1 did not keep the image; it is not known now
+
+
+# Event classes named in ``@event`` are made by the decorator, so their versions are declared here.
+Instance.CreateRequested.class_version = 2  # type: ignore[attr-defined]
+Instance.CreateRequested.upcast_v1_v2 = staticmethod(_create_requested_v1_to_v2)  # type: ignore[attr-defined]
 
 INSTANCE_EVENTS: tuple[type, ...] = (
     Instance.CreateRequested, Instance.ServerProvisioned, Instance.ServerStatusChanged, Instance.PrepareSent,

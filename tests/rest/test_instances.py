@@ -249,3 +249,11 @@ def test_unknown_and_malformed_instance_ids_are_404(api: Api) -> None:
         assert api.delete(f"{BASE}/{bad}").status_code == 404, bad
         assert api.post(f"{BASE}/{bad}/action", json={"restart": {}}).status_code == 404, bad
         assert api.patch(f"{BASE}/{bad}", json={"instance": {"name": "x"}}).status_code == 404, bad
+
+
+def test_the_create_records_the_datastore_versions_image_for_its_notification(api: Api) -> None:
+    created = api.create("imaged")
+    instance = api.instances.get(created["id"], OperationContext(request_id="req-x", tenant_id=TENANT),
+                                 admin=True, to_change=False)
+    version = api.instances.catalog.datastore_version("mysql", None)  # the default, as the create asked
+    assert instance.image_id == version.image_id == "trove-guest-ubuntu-jammy"

@@ -31,7 +31,7 @@ def ctx(request_id: str = "req-1") -> dict[str, Any]:
 def new_instance() -> Instance:
     return Instance(context=ctx(), operation="create", name="orders", tenant_id="t1", flavor=FLAVOR, volume_size=2,
                     datastore="mysql", datastore_version="8.0", datastore_version_id="v", availability_zone=None,
-                    region="RegionOne", databases=["orders"], users=["app"])
+                    region="RegionOne", databases=["orders"], users=["app"], image_id="img-1")
 
 
 def active_instance() -> Instance:
@@ -206,3 +206,24 @@ def test_the_view_agrees_with_the_aggregate(commands: list[str]) -> None:
     for field in ("name", "status", "task_status", "server_status", "service_status", "flavor", "volume_size",
                   "deleted", "version"):
         assert getattr(seen, field) == getattr(expected, field), field
+
+
+def test_the_create_keeps_the_image_and_a_version_1_create_still_loads_without_one() -> None:
+    from eventsourcing.application import Application
+    from eventsourcing.persistence import StoredEvent
+
+    app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    instance = new_instance()
+    created = instance.pending_events[0]
+    assert to_public_event(created).schema_version == 2
+    assert to_public_event(created).data["image_id"] == "img-1"
+    app.save(instance)
+    assert app.repository.get(instance.id).image_id == "img-1"
+
+    stored = app.mapper.to_stored_event(created)
+    state = app.mapper.transcoder.decode(stored.state)
+    del state["image_id"], state["class_version"]  # what version 1 wrote
+    old = StoredEvent(originator_id=stored.originator_id, originator_version=1, topic=stored.topic,
+                      state=app.mapper.transcoder.encode(state))
+    restored = app.mapper.to_domain_event(old).mutate(None)
+    assert restored is not None and restored.image_id is None and restored.name == "orders"
