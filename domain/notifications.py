@@ -21,8 +21,11 @@ Trove's own odd names are kept, because Ceilometer and existing consumers match 
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 BASE_TRAITS = ("tenant_id", "client_ip", "server_ip", "server_type", "request_id")
@@ -143,3 +146,64 @@ def notification_for(operation: str) -> ApiNotification | None:
     except KeyError:
         raise KeyError(f"operation {operation!r} has no notification mapping; add it to "
                        "domain/notifications.API_NOTIFICATIONS or SILENT_OPERATIONS") from None
+
+
+# The wire: oslo.messaging's "messagingv2" notification, as its Kafka driver sends it -------------------
+
+OSLO_VERSION = "2.0"
+INFO, ERROR_PRIORITY = "INFO", "ERROR"
+# Message ids derive from the event a notification comes from, so a replay re-emits identical messages.
+NOTIFICATION_ID_NAMESPACE = uuid.UUID("0b7c2a4e-3f51-4d0e-9a8b-5c1e6f2d7a90")
+
+
+def message_id_for(source_event_id: str, event_type: str) -> str:
+    return str(uuid.uuid5(NOTIFICATION_ID_NAMESPACE, f"{source_event_id}/{event_type}"))
+
+
+def oslo_timestamp(moment: datetime) -> str:
+    """oslo's ``str(timeutils.utcnow())``: UTC, a space, microseconds, no zone (``2026-08-14 10:47:45.123456``)."""
+    if moment.tzinfo is None:
+        raise ValueError("a notification's time must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+@dataclass(frozen=True)
+class NotificationContext:
+    """What ``_context`` carries: who asked, never how they proved it (no token, no catalog)."""
+
+    request_id: str | None
+    user_id: str | None
+    project_id: str | None
+    roles: tuple[str, ...] = ()
+    is_admin: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "user_id": self.user_id, "project_id": self.project_id,
+                "roles": list(self.roles), "is_admin": self.is_admin}
+
+
+@dataclass(frozen=True)
+class Notification:
+    message_id: str
+    publisher_id: str  # ``<server_type>.<host>``, e.g. ``api.h1``
+    event_type: str
+    priority: str
+    payload: dict[str, Any]
+    timestamp: str
+    context: NotificationContext
+
+    def message(self) -> dict[str, Any]:
+        return {"message_id": self.message_id, "publisher_id": self.publisher_id, "event_type": self.event_type,
+                "priority": self.priority, "payload": self.payload, "timestamp": self.timestamp,
+                "_context": self.context.as_dict()}
+
+    def to_wire(self) -> bytes:
+        """``{"oslo.version": "2.0", "oslo.message": "<json>"}``: the message is a JSON string inside JSON."""
+        return json.dumps({"oslo.version": OSLO_VERSION,
+                           "oslo.message": json.dumps(self.message(), sort_keys=True, separators=(",", ":"))},
+                          separators=(",", ":")).encode()
+
+    def topic(self, *, errors_on_info: bool = False, base: str = "notifications") -> str:
+        """``notifications.info`` or ``notifications.error`` by priority; Trove sends errors at INFO."""
+        level = "info" if errors_on_info or self.priority == INFO else self.priority.lower()
+        return f"{base}.{level}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
 from domain import instance
@@ -9,7 +12,11 @@ from domain.notifications import (
     API_NOTIFICATIONS,
     BASE_TRAITS,
     MissingTraits,
+    Notification,
+    NotificationContext,
+    message_id_for,
     notification_for,
+    oslo_timestamp,
 )
 
 # (operation, Trove's event_type(), required start traits, required end traits), transcribed from §1.3.
@@ -123,3 +130,41 @@ def test_every_stage_requires_the_base_traits() -> None:
         delete.payload("start", {**partial, "instance_id": "i1"})
     with pytest.raises(ValueError, match="unknown notification stage"):
         delete.qualified("middle")
+
+
+def _notification(priority: str = "INFO") -> Notification:
+    return Notification(
+        message_id=message_id_for("ev-1", "dbaas.instance_delete.start"), publisher_id="api.h1",
+        event_type="dbaas.instance_delete.start", priority=priority, payload={"instance_id": "i1"},
+        timestamp=oslo_timestamp(datetime(2026, 8, 14, 12, 47, 45, 123456, tzinfo=timezone(timedelta(hours=2)))),
+        context=NotificationContext(request_id="req-1", user_id="u1", project_id="t1", roles=("member",)))
+
+
+def test_the_wire_is_messagingv2_with_the_message_as_a_json_string() -> None:
+    wire = json.loads(_notification().to_wire())
+    assert set(wire) == {"oslo.version", "oslo.message"} and wire["oslo.version"] == "2.0"
+    message = json.loads(wire["oslo.message"])
+    assert set(message) == {"message_id", "publisher_id", "event_type", "priority", "payload", "timestamp",
+                            "_context"}
+    assert message["timestamp"] == "2026-08-14 10:47:45.123456", "UTC, oslo's format"
+    assert message["_context"] == {"request_id": "req-1", "user_id": "u1", "project_id": "t1",
+                                   "roles": ["member"], "is_admin": False}
+
+
+def test_message_ids_are_deterministic_per_source_event_and_type() -> None:
+    start = "dbaas.instance_delete.start"
+    assert message_id_for("ev-1", start) == _notification().message_id
+    assert message_id_for("ev-1", "dbaas.instance_delete.end") != message_id_for("ev-1", start)
+    assert message_id_for("ev-2", start) != message_id_for("ev-1", start)
+    assert _notification().to_wire() == _notification().to_wire(), "a replay emits identical bytes"
+
+
+def test_errors_go_to_the_error_topic_unless_told_to_follow_trove() -> None:
+    assert _notification().topic() == "notifications.info"
+    assert _notification("ERROR").topic() == "notifications.error"
+    assert _notification("ERROR").topic(errors_on_info=True) == "notifications.info"
+
+
+def test_a_naive_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        oslo_timestamp(datetime(2026, 1, 1))
