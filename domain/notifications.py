@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.public_events import PublicEvent
+
 BASE_TRAITS = ("tenant_id", "client_ip", "server_ip", "server_type", "request_id")
 ERROR_REQUIRED = ("message", "exception")
 ERROR_OPTIONAL = ("instance_id",)
@@ -207,3 +209,43 @@ class Notification:
         """``notifications.info`` or ``notifications.error`` by priority; Trove sends errors at INFO."""
         level = "info" if errors_on_info or self.priority == INFO else self.priority.lower()
         return f"{base}.{level}"
+
+
+# From instance events to the traits their notifications carry -------------------------------------------
+
+def base_traits(event: PublicEvent) -> dict[str, Any]:
+    """Trove's base traits from an event's operation context (the envelope and ``data["context"]``)."""
+    rest = event.data.get("context") or {}
+    return {"tenant_id": event.tenant_id, "request_id": event.request_id, "client_ip": rest.get("client_ip"),
+            "server_ip": rest.get("server_ip"), "server_type": rest.get("server_type")}
+
+
+def _create_traits(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {"name": data["name"], "flavor_id": str(data["flavor"]["id"]), "datastore": data["datastore"],
+            "datastore_version": data["datastore_version"], "image_id": data.get("image_id"),
+            "availability_zone": data.get("availability_zone"), "region_name": data["region"],
+            "volume_size": data.get("volume_size"), "databases": data.get("databases") or None,
+            "users": data.get("users") or None}
+
+
+# The instance events that open an operation, and the start traits each gives beyond the base ones.
+_OPENING_INSTANCE_EVENTS: dict[str, Any] = {
+    "CreateRequested": _create_traits,
+    "RestartRequested": lambda data: {},
+    "VolumeResizeRequested": lambda data: {"new_size": data["new_volume_size"]},
+    "FlavorResizeRequested": lambda data: {"new_flavor_id": str(data["new_flavor"]["id"])},
+    "StatusReset": lambda data: {},
+    "DeleteRequested": lambda data: {},
+    "Renamed": lambda data: {},
+}
+
+
+def opened_operation(event: PublicEvent) -> tuple[str, dict[str, Any]] | None:
+    """The operation an instance event opens and its start traits (base traits included), or ``None``
+    for an event that opens none."""
+    traits_of = _OPENING_INSTANCE_EVENTS.get(event.type)
+    if traits_of is None or event.aggregate_type != "Instance":
+        return None
+    # Always the instance id: where a stage does not declare it (a create's start), ``payload`` leaves it out.
+    traits = {**base_traits(event), **traits_of(event.data), "instance_id": event.aggregate_id}
+    return event.data["operation"], traits

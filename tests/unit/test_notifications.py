@@ -16,8 +16,11 @@ from domain.notifications import (
     NotificationContext,
     message_id_for,
     notification_for,
+    opened_operation,
     oslo_timestamp,
 )
+from domain.public_events import PublicEvent, to_public_event
+from domain.statuses import ServiceStatus
 
 # (operation, Trove's event_type(), required start traits, required end traits), transcribed from §1.3.
 TROVE_TABLE = [
@@ -168,3 +171,47 @@ def test_errors_go_to_the_error_topic_unless_told_to_follow_trove() -> None:
 def test_a_naive_time_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         oslo_timestamp(datetime(2026, 1, 1))
+
+
+def _events_of(instance_: instance.Instance) -> list[PublicEvent]:
+    return [to_public_event(event) for event in instance_.collect_events()]
+
+
+CONTEXT = {"request_id": "req-1", "tenant_id": "t1", "user_id": "u1", "client_ip": "10.0.0.9",
+           "server_ip": "10.0.0.1", "server_type": "api"}
+
+
+def _built() -> instance.Instance:
+    return instance.Instance(
+        context=CONTEXT, operation=instance.CREATE, name="orders", tenant_id="t1",
+        flavor={"id": "2", "name": "m1.small", "ram": 2048, "vcpus": 1, "disk": 20}, volume_size=2,
+        datastore="mysql", datastore_version="8.0", datastore_version_id="v", availability_zone=None,
+        region="RegionOne", databases=["orders"], users=[], image_id="img-1")
+
+
+def test_a_create_event_gives_the_create_start_traits_from_its_own_data() -> None:
+    created = _built()
+    operation, traits = opened_operation(_events_of(created)[0])  # type: ignore[misc]
+    assert operation == "create"
+    start = notification_for(operation).payload("start", traits)  # type: ignore[union-attr]
+    assert start == {**BASE, "name": "orders", "flavor_id": "2", "datastore": "mysql", "datastore_version": "8.0",
+                     "image_id": "img-1", "availability_zone": None, "region_name": "RegionOne",
+                     "volume_size": 2, "databases": ["orders"]}
+    end = notification_for(operation).payload("end", traits)  # type: ignore[union-attr]
+    assert end["instance_id"] == str(created.id)
+
+
+def test_instance_actions_give_their_start_traits() -> None:
+    built = _built()
+    built.record_server_provisioned(CONTEXT, "srv", "vol", "ACTIVE", [])
+    built.record_prepare_sent(CONTEXT, "topic")
+    built.change_service_status(CONTEXT, ServiceStatus.HEALTHY)
+    built.collect_events()
+    resize = {**CONTEXT, "request_id": "req-2"}
+    built.resize_volume(resize, 5)
+    [opened] = _events_of(built)
+    operation, traits = opened_operation(opened)  # type: ignore[misc]
+    assert operation == "resize_volume"
+    assert notification_for(operation).payload("start", traits) == {  # type: ignore[union-attr]
+        **BASE, "request_id": "req-2", "instance_id": str(built.id), "new_size": 5}
+    assert all(opened_operation(event) is None for event in _events_of(_built())[1:])
