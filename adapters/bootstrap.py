@@ -10,10 +10,12 @@ from sqlalchemy import Engine
 from adapters.event_store import open_application
 from adapters.kafka.consumer import ConsumerRunner
 from adapters.kafka.lease import lease_for
+from adapters.kafka.notifications import KafkaNotificationPublisher
 from adapters.kafka.relay import Relay, RelayPositionStore
-from adapters.settings import Settings
+from adapters.settings import Settings, load_settings
 from adapters.sql.engine import create_sql_engine
 from adapters.sql.schema import create_tables
+from projections.api_notifications import ApiNotifications
 from projections.base import Projection
 from services.application import TroveApplication
 
@@ -95,3 +97,14 @@ def load_projection(path: str) -> Projection:
         raise ValueError(f"projection must be given as module:factory, got {path!r}")
     factory = getattr(importlib.import_module(module_name), attribute)
     return factory() if callable(factory) else factory
+
+
+def api_notifications(settings: Settings | None = None) -> ApiNotifications:
+    """The API notifier, publishing to the settings' notification topics (the projection factory
+    ``consume --projection api-notifications`` calls)."""
+    settings = settings or load_settings()
+    topics = (settings.topics.notifications_info, settings.topics.notifications_error)
+    publisher = KafkaNotificationPublisher(settings.kafka_bootstrap_servers, topics,
+                                           settings.notifications_partitions)
+    return ApiNotifications(publisher, settings.notification_host, info_topic=topics[0], error_topic=topics[1],
+                            errors_on_info=settings.notification_errors_on_info)

@@ -8,6 +8,7 @@ URLs and the bootstrap servers. ``SETTINGS_DOC`` feeds the README's configuratio
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -68,6 +69,8 @@ class Settings:
     fake_compute_max_servers: int = -1
     fake_image_min_disk_gb: int = 0
     read_your_writes_wait_s: float = 2.0
+    notification_host: str = ""
+    notification_errors_on_info: bool = False
 
     @property
     def quota_defaults(self) -> dict[str, int]:
@@ -147,6 +150,11 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("TROVE_ES_FAKE_IMAGE_MIN_DISK_GB", "0",
      "Fake image's minimum disk; a flavor with a smaller disk builds a server in ERROR (0: no minimum)."),
     ("TROVE_ES_READ_YOUR_WRITES_WAIT_S", "2", "How long a read waits for the view to reach the caller's write."),
+    ("TROVE_ES_NOTIFICATION_HOST", "(this machine's host name)",
+     "Host in notifications' `publisher_id` (`<server type>.<host>`, Trove's `host`)."),
+    ("TROVE_ES_NOTIFICATION_ERRORS_ON_INFO", "false",
+     "`true` sends `.error` notifications to the info topic at their ERROR priority, as consumers of "
+     "Trove's (which sends errors at INFO) may expect."),
 )
 
 
@@ -180,6 +188,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if value < 0:
             raise SettingsError(f"{PREFIX}{name} must not be negative, got {value}")
         return value
+
+    def flag(name: str, default: bool) -> bool:
+        raw = env.get(PREFIX + name, "").strip().lower()
+        if not raw:
+            return default
+        if raw not in ("true", "false", "1", "0", "yes", "no"):
+            raise SettingsError(f"{PREFIX}{name} must be true or false, got {raw!r}")
+        return raw in ("true", "1", "yes")
 
     def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
         value = text(name, default)
@@ -246,4 +262,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         fake_compute_max_servers=integer("FAKE_COMPUTE_MAX_SERVERS", -1, minimum=-1),
         fake_image_min_disk_gb=integer("FAKE_IMAGE_MIN_DISK_GB", 0, minimum=0),
         read_your_writes_wait_s=number("READ_YOUR_WRITES_WAIT_S", 2.0),
+        notification_host=text("NOTIFICATION_HOST", socket.gethostname()),
+        notification_errors_on_info=flag("NOTIFICATION_ERRORS_ON_INFO", False),
     )

@@ -205,10 +205,10 @@ class Notification:
                            "oslo.message": json.dumps(self.message(), sort_keys=True, separators=(",", ":"))},
                           separators=(",", ":")).encode()
 
-    def topic(self, *, errors_on_info: bool = False, base: str = "notifications") -> str:
-        """``notifications.info`` or ``notifications.error`` by priority; Trove sends errors at INFO."""
-        level = "info" if errors_on_info or self.priority == INFO else self.priority.lower()
-        return f"{base}.{level}"
+    def topic(self, info: str = "notifications.info", error: str = "notifications.error", *,
+              errors_on_info: bool = False) -> str:
+        """The info or the error topic by priority; ``errors_on_info`` sends errors to info, as Trove does."""
+        return error if self.priority == ERROR_PRIORITY and not errors_on_info else info
 
 
 # From instance events to the traits their notifications carry -------------------------------------------

@@ -49,13 +49,13 @@ class ApiNotifications:
     metadata = metadata
     handles = HANDLED
 
-    def __init__(self, publisher: NotificationPublisher, host: str, *, errors_on_info: bool = False,
-                 topic_base: str = "notifications") -> None:
+    def __init__(self, publisher: NotificationPublisher, host: str, *, info_topic: str = "notifications.info",
+                 error_topic: str = "notifications.error", errors_on_info: bool = False) -> None:
         self.catalog = domain_catalog()
         self._publisher = publisher
         self._host = host
+        self._topics = (info_topic, error_topic)
         self._errors_on_info = errors_on_info
-        self._topic_base = topic_base
 
     def apply(self, event: PublicEvent, session: Session) -> None:
         self.apply_batch([event], session)
@@ -65,8 +65,7 @@ class ApiNotifications:
         published = False
         for event in events:
             for notification in lifecycle.notifications(event):
-                self._publisher.publish(notification.topic(errors_on_info=self._errors_on_info,
-                                                           base=self._topic_base),
+                self._publisher.publish(notification.topic(*self._topics, errors_on_info=self._errors_on_info),
                                         event.aggregate_id.encode(), notification.to_wire())
                 published = True
         if published:
