@@ -15,8 +15,8 @@ from adapters.kafka.relay import Relay, RelayPositionStore
 from adapters.settings import Settings, load_settings
 from adapters.sql.engine import create_sql_engine
 from adapters.sql.schema import create_tables
-from projections.api_notifications import ApiNotifications
 from projections.base import Projection
+from projections.notifier import Notifier
 from services.application import TroveApplication
 
 
@@ -99,12 +99,12 @@ def load_projection(path: str) -> Projection:
     return factory() if callable(factory) else factory
 
 
-def api_notifications(settings: Settings | None = None) -> ApiNotifications:
-    """The API notifier, publishing to the settings' notification topics (the projection factory
-    ``consume --projection api-notifications`` calls)."""
+def notifier(settings: Settings | None = None) -> Notifier:
+    """The notifier, publishing to the settings' notification topics (the projection factory
+    ``consume --projection notifications`` calls)."""
     settings = settings or load_settings()
     topics = (settings.topics.notifications_info, settings.topics.notifications_error)
     publisher = KafkaNotificationPublisher(settings.kafka_bootstrap_servers, topics,
                                            settings.notifications_partitions)
-    return ApiNotifications(publisher, settings.notification_host, info_topic=topics[0], error_topic=topics[1],
+    return Notifier(publisher, settings.notification_host, info_topic=topics[0], error_topic=topics[1],
                             errors_on_info=settings.notification_errors_on_info)

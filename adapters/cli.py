@@ -27,7 +27,7 @@ PROJECTIONS: dict[str, str] = {
     "event-journal": "projections.event_journal:EventJournal",
     "instance-view": "projections.instance_view:InstanceView",
     "catalog-view": "projections.catalog_view:CatalogView",
-    "api-notifications": "adapters.bootstrap:api_notifications",
+    "notifications": "adapters.bootstrap:notifier",
 }
 
 

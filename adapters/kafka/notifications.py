@@ -1,4 +1,4 @@
-"""Publishing notifications on Kafka for the API notifier (``projections/api_notifications.py``)."""
+"""Publishing notifications on Kafka for the notifier (``projections/notifier.py``)."""
 
 from __future__ import annotations
 

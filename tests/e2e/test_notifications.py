@@ -16,8 +16,10 @@ from tests.e2e.full_stack import FullStack
 pytestmark = pytest.mark.integration
 
 
-def _notifications(stack: FullStack, request_ids: set[str], expected: int, timeout_s: float = 60) -> list[dict]:
-    """Every notification of ``request_ids`` on both topics, by message id (a consumer that dedupes)."""
+def _notifications(stack: FullStack, request_ids: set[str], expected: int, timeout_s: float = 60,
+                   instance_ids: frozenset[str] = frozenset()) -> list[dict]:
+    """Every notification of ``request_ids`` (API lifecycle) or of ``instance_ids`` (usage) on both topics,
+    by message id (a consumer that dedupes)."""
     consumer = KafkaConsumer(stack.settings.topics.notifications_info, stack.settings.topics.notifications_error,
                              bootstrap_servers=stack.settings.kafka_bootstrap_servers, group_id=None,
                              auto_offset_reset="earliest", enable_auto_commit=False)
@@ -29,7 +31,9 @@ def _notifications(stack: FullStack, request_ids: set[str], expected: int, timeo
                 for record in records:
                     wire = json.loads(record.value)
                     message = json.loads(wire["oslo.message"])
-                    if message["payload"].get("request_id") in request_ids:
+                    payload = message["payload"]
+                    if payload.get("request_id") in request_ids or (
+                            message["event_type"].startswith("trove.") and payload["instance_id"] in instance_ids):
                         seen[message["message_id"]] = {**message, "topic": record.topic, "key": record.key}
             if len(seen) >= expected:
                 break
@@ -72,3 +76,26 @@ def test_create_and_restart_notify_start_and_end_and_a_failed_build_notifies_an_
     assert error["topic"] == stack.settings.topics.notifications_error and error["priority"] == "ERROR"
     assert "Flavor's disk is too small" in error["payload"]["message"]
     assert error["payload"]["instance_id"] == failed["instance"]["id"]
+
+
+def test_billing_sees_create_once_healthy_and_delete_once_released(stack: FullStack) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    token = stack.token(tenant, "bob")
+    body = {"instance": {"name": "billed", "flavorRef": "2", "volume": {"size": 2},
+                         "datastore": {"type": "postgresql"}}}
+    code, created, _ = stack.call("POST", f"/v1.0/{tenant}/instances", token, body)
+    assert code == 200, created
+    instance_id = created["instance"]["id"]
+    stack.wait_status(tenant, token, instance_id, "ACTIVE")
+    code, _, _ = stack.call("DELETE", f"/v1.0/{tenant}/instances/{instance_id}", token)
+    assert code == 202
+    stack.wait_status(tenant, token, instance_id, 404)
+    notes = [n for n in _notifications(stack, set(), expected=2, instance_ids=frozenset({instance_id}))]
+    assert [n["event_type"] for n in notes] == ["trove.instance.create", "trove.instance.delete"]
+    create, delete = (n["payload"] for n in notes)
+    assert create["tenant_id"] == tenant and create["user_id"] == "bob" and create["state"] == "active"
+    assert (create["instance_size"], create["volume_size"]) == (2048, 2)
+    assert create["service_id"] == "ac277e0d-4f21-40aa-b347-1ea31e571720", "Trove's id for postgresql"
+    assert create["nova_instance_id"] and create["nova_volume_id"]
+    assert delete["deleted_at"].endswith("Z") and delete["deleted_at"] >= create["created_at"]
+    assert all(n["publisher_id"] == stack.settings.notification_host for n in notes)

@@ -16,7 +16,7 @@ from adapters.sql.schema import create_tables
 from domain.instance import CREATE, Instance
 from domain.public_events import PublicEvent, to_public_event
 from domain.statuses import ServiceStatus
-from projections.api_notifications import ApiNotifications, metadata, notification_open_operations
+from projections.notifier import Notifier, metadata, notification_instances, notification_open_operations
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def test_an_operation_opened_before_a_restart_is_closed_after_it(backend: str, t
                         availability_zone=None, region="RegionOne", databases=[], users=[], image_id="img-1")
     publisher = RecordingPublisher()
     with Session(engine) as session, session.begin():
-        ApiNotifications(publisher, "h1").apply_batch(_events(instance), session)
+        Notifier(publisher, "h1").apply_batch(_events(instance), session)
     assert [m["event_type"] for m in publisher.messages()] == ["dbaas.instance_create.start"]
     assert publisher.flushed == 1 and publisher.sent[0][:2] == ("notifications.info", str(instance.id).encode())
 
@@ -67,16 +67,20 @@ def test_an_operation_opened_before_a_restart_is_closed_after_it(backend: str, t
     crashed = RecordingPublisher()
     with Session(engine) as session:
         session.begin()
-        ApiNotifications(crashed, "h1").apply_batch(closing, session)  # a restarted notifier
+        Notifier(crashed, "h1").apply_batch(closing, session)  # a restarted notifier
         session.rollback()  # killed before the runner's commit
     replayed = RecordingPublisher()
     with Session(engine) as session, session.begin():
-        ApiNotifications(replayed, "h1").apply_batch(closing, session)
-    assert [m["event_type"] for m in replayed.messages()] == ["dbaas.instance_create.end"]
+        Notifier(replayed, "h1").apply_batch(closing, session)
+    assert [m["event_type"] for m in replayed.messages()] == ["dbaas.instance_create.end", "trove.instance.create"]
     assert replayed.sent == crashed.sent, "the replay republishes byte for byte: dedupe by message_id holds"
     assert replayed.flushed == len(replayed.sent)
-    end = replayed.messages()[0]
+    end, usage = replayed.messages()
     assert end["publisher_id"] == "conductor.h1" and end["payload"]["instance_id"] == str(instance.id)
+    assert usage["publisher_id"] == "h1", "usage comes from the bare host, as Trove's"
+    assert usage["payload"]["nova_instance_id"] == "srv" and usage["payload"]["instance_size"] == 2048
     with engine.connect() as connection:
         assert connection.execute(notification_open_operations.select()).first() is None
+        remembered = connection.execute(notification_instances.select()).one()
+    assert remembered.key == str(instance.id), "the instance is remembered for its later usage events"
     engine.dispose()
