@@ -48,9 +48,12 @@ class Instance(Aggregate):
     def __init__(self, *, context: Context, operation: str, name: str, tenant_id: str, flavor: dict[str, Any],
                  volume_size: int | None, datastore: str, datastore_version: str, datastore_version_id: str,
                  availability_zone: str | None, region: str, databases: list[str], users: list[str],
-                 image_id: str | None) -> None:
+                 image_id: str | None, datastore_manager: str | None) -> None:
         self.name = name
-        self.image_id = image_id  # the datastore version's, as accepted: Trove's create notification names it
+        # The datastore version's, as accepted: Trove's create notification names the image, and its
+        # usage notifications identify the datastore by its manager's service id.
+        self.image_id = image_id
+        self.datastore_manager = datastore_manager
         self.tenant_id = tenant_id
         self.flavor = flavor
         self.volume_size = volume_size
@@ -266,7 +269,9 @@ class Instance(Aggregate):
 
 
 def _create_requested_v1_to_v2(state: dict[str, Any]) -> None:
-    state["image_id"] = None  # version 1 did not keep the image; it is not known now
+    # Version 1 kept neither; they are not known now.
+    state["image_id"] = None
+    state["datastore_manager"] = None
 
 
 # Event classes named in ``@event`` are made by the decorator, so their versions are declared here.

@@ -70,6 +70,7 @@ class InstanceUsage:
                 "created_at": iso_utc(event.occurred_at), "flavor": data["flavor"],
                 "volume_size": data.get("volume_size"),
                 "region": data["region"], "availability_zone": data.get("availability_zone"),
+                # Events from before the manager was kept: the default catalog names datastores by manager.
                 "manager": data.get("datastore_manager") or data["datastore"], "server_id": None, "volume_id": None,
                 "state": "build", "healthy_once": False,
             }

@@ -131,7 +131,8 @@ class InstanceService(TroveApplication):
                 flavor=flavor.summary(), volume_size=request.volume_size, datastore=version.datastore,
                 datastore_version=version.name, datastore_version_id=str(version.id),
                 availability_zone=request.availability_zone, region=self.region,
-                databases=list(request.databases), users=list(request.users), image_id=version.image_id)
+                databases=list(request.databases), users=list(request.users), image_id=version.image_id,
+                datastore_manager=version.manager)
             quota = self.quota(context.tenant_id) or Quota(tenant_id=context.tenant_id)
             deltas = {INSTANCES: 1, VOLUMES: request.volume_size or 0}
             quota.reserve(context.recorded(), str(instance.id), deltas, self.quota_defaults)

@@ -51,7 +51,8 @@ def test_an_operation_opened_before_a_restart_is_closed_after_it(backend: str, t
     instance = Instance(context=CONTEXT, operation=CREATE, name="orders", tenant_id="t1",
                         flavor={"id": "2", "name": "m1.small", "ram": 2048, "vcpus": 1, "disk": 20},
                         volume_size=1, datastore="mysql", datastore_version="8.0", datastore_version_id="v",
-                        availability_zone=None, region="RegionOne", databases=[], users=[], image_id="img-1")
+                        availability_zone=None, region="RegionOne", databases=[], users=[], image_id="img-1",
+                    datastore_manager="mysql")
     publisher = RecordingPublisher()
     with Session(engine) as session, session.begin():
         Notifier(publisher, "h1").apply_batch(_events(instance), session)

@@ -33,7 +33,8 @@ def service(carried: dict[str, Any], server_type: str) -> dict[str, Any]:
 def new_instance() -> Instance:
     return Instance(context=api(), operation=CREATE, name="orders", tenant_id="t1", flavor=FLAVORS[0],
                     volume_size=1, datastore="mysql", datastore_version="8.0", datastore_version_id="v",
-                    availability_zone=None, region="RegionOne", databases=[], users=[], image_id="img-1")
+                    availability_zone=None, region="RegionOne", databases=[], users=[], image_id="img-1",
+                    datastore_manager="mysql")
 
 
 def fold(instance: Instance, lifecycle: ApiLifecycle) -> list[Notification]:

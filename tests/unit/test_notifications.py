@@ -186,7 +186,8 @@ def _built() -> instance.Instance:
         context=CONTEXT, operation=instance.CREATE, name="orders", tenant_id="t1",
         flavor={"id": "2", "name": "m1.small", "ram": 2048, "vcpus": 1, "disk": 20}, volume_size=2,
         datastore="mysql", datastore_version="8.0", datastore_version_id="v", availability_zone=None,
-        region="RegionOne", databases=["orders"], users=[], image_id="img-1")
+        region="RegionOne", databases=["orders"], users=[], image_id="img-1",
+                    datastore_manager="mysql")
 
 
 def test_a_create_event_gives_the_create_start_traits_from_its_own_data() -> None:

@@ -18,7 +18,8 @@ MEDIUM = {"id": "3", "name": "m1.medium", "ram": 4096, "vcpus": 2, "disk": 40}
 def _new() -> Instance:
     return Instance(context=CONTEXT, operation=CREATE, name="orders", tenant_id="t1", flavor=SMALL, volume_size=1,
                     datastore="mysql", datastore_version="8.0", datastore_version_id="v", availability_zone="az1",
-                    region="RegionOne", databases=[], users=[], image_id="img-1")
+                    region="RegionOne", databases=[], users=[], image_id="img-1",
+                    datastore_manager="mysql")
 
 
 def _fold(instance: Instance, usage: InstanceUsage) -> list[UsageNotification]:
@@ -87,3 +88,16 @@ def test_an_unknown_manager_gets_trove_unknown_service_id() -> None:
     usage = InstanceUsage({}, service_ids={})
     _, [create] = _built(usage)
     assert create.payload["service_id"] == "unknown-service-id-error"
+
+
+def test_the_service_id_is_the_recorded_managers_not_the_datastores_name() -> None:
+    usage = InstanceUsage({})
+    instance = Instance(context=CONTEXT, operation=CREATE, name="pg", tenant_id="t1", flavor=SMALL, volume_size=1,
+                        datastore="analytics", datastore_version="15", datastore_version_id="v",
+                        availability_zone=None, region="RegionOne", databases=[], users=[], image_id="img-1",
+                        datastore_manager="postgresql")
+    instance.record_server_provisioned(CONTEXT, "srv-1", "vol-1", "ACTIVE", [])
+    instance.record_prepare_sent(CONTEXT, "topic")
+    instance.change_service_status(CONTEXT, ServiceStatus.HEALTHY)
+    [create] = _fold(instance, usage)
+    assert create.payload["service_id"] == SERVICE_IDS["postgresql"]
