@@ -79,8 +79,7 @@ class ApiLifecycle:
             publisher_id=f"{payload.get('server_type') or 'api'}.{self._host}",
             event_type=event_type, priority=ERROR_PRIORITY if stage == ERROR else INFO, payload=payload,
             timestamp=oslo_timestamp(datetime.fromisoformat(event.occurred_at)),
-            context=NotificationContext(request_id=event.request_id, user_id=event.user_id,
-                                        project_id=event.tenant_id))
+            context=NotificationContext.of(event))
 
 
 def _key(aggregate_id: str, request_id: str | None) -> str:

@@ -179,6 +179,10 @@ class NotificationContext:
     roles: tuple[str, ...] = ()
     is_admin: bool = False
 
+    @classmethod
+    def of(cls, event: PublicEvent) -> NotificationContext:
+        return cls(request_id=event.request_id, user_id=event.user_id, project_id=event.tenant_id)
+
     def as_dict(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "user_id": self.user_id, "project_id": self.project_id,
                 "roles": list(self.roles), "is_admin": self.is_admin}

@@ -90,8 +90,7 @@ class Notifier:
         return Notification(message_id=message_id_for(event.event_id, usage.event_type), publisher_id=self._host,
                             event_type=usage.event_type, priority=INFO, payload=usage.payload,
                             timestamp=oslo_timestamp(datetime.fromisoformat(event.occurred_at)),
-                            context=NotificationContext(request_id=event.request_id, user_id=event.user_id,
-                                                        project_id=event.tenant_id))
+                            context=NotificationContext.of(event))
 
 
 class _JsonRows(MutableMapping[str, Any]):
