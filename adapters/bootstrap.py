@@ -107,4 +107,4 @@ def notifier(settings: Settings | None = None) -> Notifier:
     publisher = KafkaNotificationPublisher(settings.kafka_bootstrap_servers, topics,
                                            settings.notifications_partitions)
     return Notifier(publisher, settings.notification_host, info_topic=topics[0], error_topic=topics[1],
-                            errors_on_info=settings.notification_errors_on_info)
+                    errors_on_info=settings.notification_errors_on_info)
