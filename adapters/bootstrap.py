@@ -12,12 +12,16 @@ from adapters.kafka.consumer import ConsumerRunner
 from adapters.kafka.lease import lease_for
 from adapters.kafka.notifications import KafkaNotificationPublisher
 from adapters.kafka.relay import Relay, RelayPositionStore
+from adapters.kafka.topics import audit_salts, partition_of
 from adapters.settings import Settings, load_settings
 from adapters.sql.engine import create_sql_engine
 from adapters.sql.schema import create_tables
+from domain.usage_audit import EXISTS, QUOTA
 from projections.base import Projection
 from projections.notifier import Notifier
 from services.application import TroveApplication
+from services.task_manager import local_ip
+from services.usage_audit import UsageAuditor
 
 
 @cache
@@ -90,6 +94,18 @@ def build_projection_runner(settings: Settings, projection: Projection) -> Consu
     )
 
 
+def usage_auditor(settings: Settings, application: TroveApplication) -> UsageAuditor | None:
+    """The task manager's clock of ``trove.instance.exists`` and ``dbaas.quota``, or ``None`` when
+    both are turned off."""
+    intervals = {kind: interval_s for kind, interval_s in ((EXISTS, settings.exists_notification_interval_s),
+                                                           (QUOTA, settings.quota_notification_interval_s))
+                 if interval_s > 0}
+    if not intervals:
+        return None
+    salts = {kind: audit_salts(kind, settings.events_partitions) for kind in intervals}
+    return UsageAuditor(application, intervals, salts, server_ip=local_ip())
+
+
 def load_projection(path: str) -> Projection:
     """``module:factory`` → a projection, for operators' own projections and the test suite's."""
     module_name, _, attribute = path.partition(":")
@@ -106,5 +122,7 @@ def notifier(settings: Settings | None = None) -> Notifier:
     topics = (settings.topics.notifications_info, settings.topics.notifications_error)
     publisher = KafkaNotificationPublisher(settings.kafka_bootstrap_servers, topics,
                                            settings.notifications_partitions)
+    partitions = settings.events_partitions
     return Notifier(publisher, settings.notification_host, info_topic=topics[0], error_topic=topics[1],
-                    errors_on_info=settings.notification_errors_on_info)
+                    errors_on_info=settings.notification_errors_on_info, quota_defaults=settings.quota_defaults,
+                    partition_of=lambda key: partition_of(key, partitions))

@@ -71,6 +71,8 @@ class Settings:
     read_your_writes_wait_s: float = 2.0
     notification_host: str = ""
     notification_errors_on_info: bool = False
+    exists_notification_interval_s: int = 3600
+    quota_notification_interval_s: int = 3600
 
     @property
     def quota_defaults(self) -> dict[str, int]:
@@ -155,6 +157,10 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("TROVE_ES_NOTIFICATION_ERRORS_ON_INFO", "false",
      "`true` sends `.error` notifications to the info topic at their ERROR priority, as consumers of "
      "Trove's (which sends errors at INFO) may expect."),
+    ("TROVE_ES_EXISTS_NOTIFICATION_INTERVAL_S", "3600",
+     "Audit period of `trove.instance.exists` (Trove's `exists_notification_interval`; 0: none sent)."),
+    ("TROVE_ES_QUOTA_NOTIFICATION_INTERVAL_S", "3600",
+     "How often `dbaas.quota` reports each tenant's quotas (Trove's `quota_notification_interval`; 0: never)."),
 )
 
 
@@ -264,4 +270,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         read_your_writes_wait_s=number("READ_YOUR_WRITES_WAIT_S", 2.0),
         notification_host=text("NOTIFICATION_HOST", socket.gethostname()),
         notification_errors_on_info=flag("NOTIFICATION_ERRORS_ON_INFO", False),
+        exists_notification_interval_s=integer("EXISTS_NOTIFICATION_INTERVAL_S", 3600, minimum=0),
+        quota_notification_interval_s=integer("QUOTA_NOTIFICATION_INTERVAL_S", 3600, minimum=0),
     )

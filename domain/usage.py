@@ -82,32 +82,33 @@ class InstanceUsage:
         if event.type == "ServerProvisioned":
             known.update(server_id=data.get("server_id"), volume_id=data.get("volume_id"))
         elif event.type == "OperationSucceeded" and data.get("operation") == "create" and not known["healthy_once"]:
-            known.update(healthy_once=True, state="active")
-            notes.append(UsageNotification(CREATE, self._payload(key, known)))
+            known.update(healthy_once=True, state="active", billed_from=iso_utc(event.occurred_at))
+            notes.append(UsageNotification(CREATE, self.payload(key, known)))
         elif event.type == "OperationFailed" and data.get("operation") == "create":
             known["state"] = "error"
         elif event.type == "VolumeResized":
             known["volume_size"] = data["volume_size"]
             notes.append(UsageNotification(MODIFY_VOLUME, {
-                **self._payload(key, known), "old_volume_size": int(data["old_volume_size"]),
+                **self.payload(key, known), "old_volume_size": int(data["old_volume_size"]),
                 "modify_at": iso_utc(event.occurred_at)}))
         elif event.type == "FlavorResized":
             known["flavor"] = data["flavor"]
             notes.append(UsageNotification(MODIFY_FLAVOR, {
-                **self._payload(key, known), "old_instance_size": int(data["old_flavor"]["ram"]),
+                **self.payload(key, known), "old_instance_size": int(data["old_flavor"]["ram"]),
                 "modify_at": iso_utc(event.occurred_at)}))
         elif event.type == "DeleteRequested":
             known["state"] = "shutdown"
         elif event.type == "Deleted":
             del self._instances[key]
             if known["healthy_once"]:  # a build that never came up was never billed as created
-                notes.append(UsageNotification(DELETE, {**self._payload(key, known),
+                notes.append(UsageNotification(DELETE, {**self.payload(key, known),
                                                         "deleted_at": iso_utc(event.occurred_at)}))
             return notes
         self._instances[key] = known  # a persisted mapping must see the change
         return notes
 
-    def _payload(self, instance_id: str, known: Mapping[str, Any]) -> dict[str, Any]:
+    def payload(self, instance_id: str, known: Mapping[str, Any]) -> dict[str, Any]:
+        """``TroveBaseTraits`` + ``TroveCommonTraits`` of an instance as remembered."""
         flavor = known["flavor"]
         payload = {
             # TroveBaseTraits

@@ -53,6 +53,7 @@ from domain.statuses import (
 )
 from services.instances import InstanceService
 from services.ports import ComputeDriver, ComputeError, GuestChannel, Lease, LeaseLost, ServerSpec, WorkItem, WorkItems
+from services.usage_audit import UsageAuditor
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,10 @@ class TaskManager:
     def __init__(self, *, instances: InstanceService, compute: ComputeDriver, guests: GuestChannel, work: WorkItems,
                  usage_timeout_s: float, operation_timeout_s: float | None = None, lease: Lease | None = None,
                  workers: int = 8, poll_s: float = 0.05, compute_poll_s: float = 0.1, recheck_s: float = 5.0,
-                 server_ip: str | None = None, clock: Callable[[], float] = time.time) -> None:
+                 server_ip: str | None = None, clock: Callable[[], float] = time.time,
+                 auditor: UsageAuditor | None = None) -> None:
         self.instances = instances
+        self._auditor = auditor  # ends the periodic notifications' audit periods, while this one drives
         self.compute = compute
         self.guests = guests
         self.catalog = domain_catalog()
@@ -217,8 +220,17 @@ class TaskManager:
             except Exception:
                 log.exception("task manager driver could not read its work items; retrying")
                 self._stop.wait(1.0)
+            self._audit()
             self._wake.wait(self._poll_s)
             self._wake.clear()
+
+    def _audit(self) -> None:
+        if self._auditor is None:
+            return
+        try:
+            self._auditor.tick()
+        except Exception:  # the next loop tries again; instances must not wait for the audit
+            log.exception("task manager could not end the due audit periods; retrying")
 
     def _dispatch(self, pool: ThreadPoolExecutor) -> None:
         for item in self._work.due(self._workers * 4, self._clock()):

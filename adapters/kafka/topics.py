@@ -7,6 +7,7 @@ notice and start again from the beginning.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -14,6 +15,9 @@ from contextlib import contextmanager
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
+
+from domain.usage_audit import audit_id
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +85,18 @@ def refresh_metadata_promptly(client: KafkaProducer | KafkaConsumer, backoff_ms:
         config["retry_backoff_ms"] = backoff_ms
     else:  # another kafka-python: it keeps its own spacing, which costs latency, not correctness
         log.debug("cannot shorten the metadata refresh spacing of %r", client)
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition kafka-python's default partitioner sends a message keyed ``key`` to."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def audit_salts(kind: str, partitions: int) -> list[int]:
+    """For each partition, the smallest salt that puts the id of ``kind``'s audit chain for that
+    partition (its messages' key) on it: about ``partitions`` tries each."""
+    def salt_for(partition: int) -> int:
+        return next(salt for salt in itertools.count()
+                    if partition_of(str(audit_id(kind, partition, salt)), partitions) == partition)
+
+    return [salt_for(partition) for partition in range(partitions)]

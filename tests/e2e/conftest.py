@@ -18,6 +18,9 @@ STACK_SETTINGS = {
     # The fake image needs 2 GB of disk: m1.tiny (flavor 1, 1 GB) builds a server in ERROR.
     "TROVE_ES_FAKE_IMAGE_MIN_DISK_GB": "2",
     "TROVE_ES_API_WORKERS": "2",
+    # Audit periods of seconds, so a test sees several trove.instance.exists and dbaas.quota.
+    "TROVE_ES_EXISTS_NOTIFICATION_INTERVAL_S": "3",
+    "TROVE_ES_QUOTA_NOTIFICATION_INTERVAL_S": "3",
 }
 
 

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
 
 from adapters.rest.middleware import REQUEST_ID_HEADER
+from tests.e2e.conftest import STACK_SETTINGS
 from tests.e2e.full_stack import FullStack
 
 pytestmark = pytest.mark.integration
 
 
-def _notifications(stack: FullStack, request_ids: set[str], expected: int, timeout_s: float = 60,
-                   instance_ids: frozenset[str] = frozenset()) -> list[dict]:
-    """Every notification of ``request_ids`` (API lifecycle) or of ``instance_ids`` (usage) on both topics,
-    by message id (a consumer that dedupes)."""
+def _notifications(stack: FullStack, match: Callable[[dict[str, Any]], bool], expected: int,
+                   timeout_s: float = 60) -> list[dict]:
+    """Every notification on both topics that ``match`` (given the message) accepts, by message id (a
+    consumer that dedupes), oldest first; once ``expected`` are in, or at ``timeout_s``."""
     consumer = KafkaConsumer(stack.settings.topics.notifications_info, stack.settings.topics.notifications_error,
                              bootstrap_servers=stack.settings.kafka_bootstrap_servers, group_id=None,
                              auto_offset_reset="earliest", enable_auto_commit=False)
@@ -31,15 +35,21 @@ def _notifications(stack: FullStack, request_ids: set[str], expected: int, timeo
                 for record in records:
                     wire = json.loads(record.value)
                     message = json.loads(wire["oslo.message"])
-                    payload = message["payload"]
-                    if payload.get("request_id") in request_ids or (
-                            message["event_type"].startswith("trove.") and payload["instance_id"] in instance_ids):
+                    if match(message):
                         seen[message["message_id"]] = {**message, "topic": record.topic, "key": record.key}
             if len(seen) >= expected:
                 break
     finally:
         consumer.close()
     return sorted(seen.values(), key=lambda m: m["timestamp"])
+
+
+def _of_requests(request_ids: set[str]) -> Callable[[dict[str, Any]], bool]:
+    return lambda message: message["payload"].get("request_id") in request_ids
+
+
+def _usage_of(instance_id: str, event_types: set[str]) -> Callable[[dict[str, Any]], bool]:
+    return lambda message: message["event_type"] in event_types and message["payload"]["instance_id"] == instance_id
 
 
 def test_create_and_restart_notify_start_and_end_and_a_failed_build_notifies_an_error(stack: FullStack) -> None:
@@ -58,7 +68,7 @@ def test_create_and_restart_notify_start_and_end_and_a_failed_build_notifies_an_
     assert code == 200, failed
     failed_create = headers[REQUEST_ID_HEADER]
 
-    notes = _notifications(stack, {create, restart, failed_create}, expected=6)
+    notes = _notifications(stack, _of_requests({create, restart, failed_create}), expected=6)
     by_request = {request: [n["event_type"] for n in notes if n["payload"]["request_id"] == request]
                   for request in (create, restart, failed_create)}
     assert by_request == {
@@ -90,7 +100,8 @@ def test_billing_sees_create_once_healthy_and_delete_once_released(stack: FullSt
     code, _, _ = stack.call("DELETE", f"/v1.0/{tenant}/instances/{instance_id}", token)
     assert code == 202
     stack.wait_status(tenant, token, instance_id, 404)
-    notes = [n for n in _notifications(stack, set(), expected=2, instance_ids=frozenset({instance_id}))]
+    notes = _notifications(stack, _usage_of(instance_id, {"trove.instance.create", "trove.instance.delete"}),
+                           expected=2)
     assert [n["event_type"] for n in notes] == ["trove.instance.create", "trove.instance.delete"]
     create, delete = (n["payload"] for n in notes)
     assert create["tenant_id"] == tenant and create["user_id"] == "bob" and create["state"] == "active"
@@ -99,3 +110,40 @@ def test_billing_sees_create_once_healthy_and_delete_once_released(stack: FullSt
     assert create["nova_instance_id"] and create["nova_volume_id"]
     assert delete["deleted_at"].endswith("Z") and delete["deleted_at"] >= create["created_at"]
     assert all(n["publisher_id"] == stack.settings.notification_host for n in notes)
+
+
+def test_each_live_instance_gets_contiguous_exists_periods_and_each_tenant_its_quota(stack: FullStack) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    token = stack.token(tenant, "carol")
+    body = {"instance": {"name": "metered", "flavorRef": "2", "volume": {"size": 3},
+                         "datastore": {"type": "mysql"}}}
+    code, created, _ = stack.call("POST", f"/v1.0/{tenant}/instances", token, body)
+    assert code == 200, created
+    instance_id = created["instance"]["id"]
+    stack.wait_status(tenant, token, instance_id, "ACTIVE")
+
+    interval = int(STACK_SETTINGS["TROVE_ES_EXISTS_NOTIFICATION_INTERVAL_S"])
+    exists = _notifications(stack, _usage_of(instance_id, {"trove.instance.exists"}), expected=3)
+    assert len(exists) >= 3, exists
+    periods = [(n["payload"]["audit_period_beginning"], n["payload"]["audit_period_ending"]) for n in exists]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(periods)), f"not contiguous: {periods}"
+    for beginning, ending in periods[1:]:
+        assert _seconds(ending) - _seconds(beginning) == interval and _seconds(ending) % interval == 0
+    [create] = _notifications(stack, _usage_of(instance_id, {"trove.instance.create"}), expected=1)
+    assert periods[0][0] >= create["payload"]["created_at"], "billed from when it became healthy"
+    first = exists[0]
+    assert first["publisher_id"] == f"taskmanager.{stack.settings.notification_host}" and first["key"] == \
+        instance_id.encode()
+    assert first["payload"]["tenant_id"] == tenant and first["payload"]["volume_size"] == 3
+    assert first["_context"]["project_id"] == tenant and first["priority"] == "INFO"
+
+    quota = _notifications(stack, lambda m: m["event_type"] == "dbaas.quota" and m["payload"]["tenant_id"] == tenant,
+                           expected=3)
+    latest = {n["payload"]["resource"]: n["payload"] for n in quota}
+    assert set(latest) == {"instances", "volumes", "backups"}
+    assert (latest["instances"]["in_use"], latest["volumes"]["in_use"]) == (1, 3)
+    assert latest["instances"]["limit"] == stack.settings.quota_instances and latest["backups"]["reserved"] == 0
+
+
+def _seconds(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
