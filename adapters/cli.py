@@ -226,10 +226,40 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         workers[f"projection-{name}"] = ["consume", "--projection", name]
     workers["task-manager"] = ["task-manager"]
     workers["conductor"] = ["conductor"]
+    workers["billing"] = ["billing", "run"]
     if settings.compute_driver == "fake":
         workers["fake-guests"] = ["fake-guests"]
     workers["api"] = ["api", "--port", str(settings.api_port)]
     return Supervisor(settings, workers).run()
+
+
+def cmd_billing_run(settings: Settings, _args: argparse.Namespace) -> int:
+    from adapters.billing import build_billing_runner
+
+    settings = resolve_bootstrap(settings)
+    runner = build_billing_runner(settings)
+    _stop_on_signals(runner.stop)
+    log.info("billing ledger consuming %s and %s as group %s", settings.topics.notifications_info,
+             settings.topics.notifications_error, runner.group_id)
+    runner.run()
+    return 0
+
+
+def cmd_billing_report(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.billing import billing_queries, render_usage
+    from domain.billing import window_time
+
+    try:
+        start, end = window_time(args.start), window_time(args.end)
+    except ValueError as exc:
+        print(f"trove-es billing report: {exc}", file=sys.stderr)
+        return 2
+    if end <= start:
+        print("trove-es billing report: --to must be later than --from", file=sys.stderr)
+        return 2
+    lines = billing_queries(settings).usage(start, end, args.tenant)
+    print(render_usage(lines, start, end, args.format))
+    return 0
 
 
 def cmd_events_tail(settings: Settings, args: argparse.Namespace) -> int:
@@ -298,6 +328,17 @@ def parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="run an embedded, memory-only Kafka-protocol broker")
     broker.add_argument("--port", type=int, default=None)
     broker.set_defaults(func=cmd_broker)
+
+    billing = sub.add_parser("billing", help="the billing ledger built from the usage notifications")
+    billing_sub = billing.add_subparsers(dest="billing_command", required=True)
+    billing_sub.add_parser("run", help="consume the notification topics into the ledger"
+                           ).set_defaults(func=cmd_billing_run)
+    report = billing_sub.add_parser("report", help="instance-seconds by flavor and volume GB-seconds in a window")
+    report.add_argument("--tenant", help="one tenant (project) id; all tenants when left out")
+    report.add_argument("--from", dest="start", required=True, help="window start, ISO 8601 (UTC if no offset)")
+    report.add_argument("--to", dest="end", required=True, help="window end, ISO 8601 (UTC if no offset)")
+    report.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    report.set_defaults(func=cmd_billing_report)
 
     events = sub.add_parser("events", help="read the public event stream")
     events_sub = events.add_subparsers(dest="events_command", required=True)

@@ -37,6 +37,7 @@ class Settings:
     read_model_url: str = ""
     fake_cloud_url: str = ""
     task_manager_url: str = ""
+    billing_url: str = ""
     kafka_bootstrap_servers: str = ""
     topics: Topics = field(default_factory=Topics)
     events_partitions: int = 8
@@ -143,6 +144,8 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("TROVE_ES_REPORT_INTERVAL_S", "10", "How often guests send heartbeats (Trove's `report_interval`)."),
     ("TROVE_ES_COMPUTE_DRIVER", "fake", "`fake`: simulated servers, volumes and guests (no cloud needed)."),
     ("TROVE_ES_FAKE_COMPUTE_DELAY_S", "0.5", "How long the fake compute takes to build or change a server."),
+    ("TROVE_ES_BILLING_URL", "(the read models' URL; with SQLite read models, <data dir>/billing.db)",
+     "Database of the billing ledger (`trove-es billing run` and `billing report`, mgmt `usage`)."),
     ("TROVE_ES_TASK_MANAGER_URL", "(the read models' URL; with SQLite read models, <data dir>/task_manager.db)",
      "Database of the task manager's work items, offsets and lease (shared by all task managers)."),
     ("TROVE_ES_FAKE_CLOUD_URL", "sqlite:///<data dir>/fake_cloud.db",
@@ -226,8 +229,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     # unless that is a SQLite file, where a file of its own keeps it off the projections' write lock.
     task_manager_url = text("TASK_MANAGER_URL", f"sqlite:///{data_dir / 'task_manager.db'}"
                             if read_model_url.startswith("sqlite") else read_model_url)
+    # The billing ledger is a consumer of notifications as a billing system would be; on SQLite, a file of its own.
+    billing_url = text("BILLING_URL", f"sqlite:///{data_dir / 'billing.db'}"
+                       if read_model_url.startswith("sqlite") else read_model_url)
     for name, url in (("EVENT_STORE_URL", event_store_url), ("READ_MODEL_URL", read_model_url),
-                      ("FAKE_CLOUD_URL", fake_cloud_url), ("TASK_MANAGER_URL", task_manager_url)):
+                      ("FAKE_CLOUD_URL", fake_cloud_url), ("TASK_MANAGER_URL", task_manager_url),
+                      ("BILLING_URL", billing_url)):
         if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
             raise SettingsError(f"{PREFIX}{name} must be a sqlite:// or postgresql:// URL")
     return Settings(
@@ -236,6 +243,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         read_model_url=read_model_url,
         fake_cloud_url=fake_cloud_url,
         task_manager_url=task_manager_url,
+        billing_url=billing_url,
         kafka_bootstrap_servers=text("KAFKA_BOOTSTRAP_SERVERS", ""),
         topics=topics,
         events_partitions=integer("EVENTS_PARTITIONS", 8),

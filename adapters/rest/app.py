@@ -32,7 +32,7 @@ from adapters.rest.resources.instances import (
     InstancesResource,
 )
 from adapters.rest.resources.limits import LimitsResource
-from adapters.rest.resources.mgmt import MgmtInstanceResource, MgmtInstancesResource, QuotaResource
+from adapters.rest.resources.mgmt import MgmtInstanceResource, MgmtInstancesResource, QuotaResource, UsageResource
 from adapters.rest.resources.versions import (
     HealthcheckResource,
     OpenApiResource,
@@ -41,6 +41,7 @@ from adapters.rest.resources.versions import (
 )
 from adapters.settings import Settings
 from adapters.sql.write_marks import WriteMarks
+from projections.billing_ledger import BillingQueries
 from projections.catalog_view import CatalogQueries
 from projections.instance_view import InstanceViewQueries
 from services.instances import InstanceService
@@ -50,7 +51,7 @@ TENANT = "/v1.0/{tenant_id}"
 
 def create_app(*, instances: InstanceService, instance_views: InstanceViewQueries, catalog: CatalogQueries,
                authenticator: Authenticator, settings: Settings, write_marks: WriteMarks,
-               server_ip: str | None = None) -> falcon.App:
+               billing: BillingQueries, server_ip: str | None = None) -> falcon.App:
     """The WSGI app. ``settings`` supplies the region and the read-your-writes bound."""
     app = falcon.App(middleware=[RequestIdMiddleware(), AuthMiddleware(authenticator, server_ip or host_ip())])
     app.req_options.strip_url_path_trailing_slash = True
@@ -89,4 +90,5 @@ def create_app(*, instances: InstanceService, instance_views: InstanceViewQuerie
     route(f"{TENANT}/mgmt/quotas/{{project_id}}", QuotaResource(instances))
     route(f"{TENANT}/mgmt/instances", MgmtInstancesResource(instance_views))
     route(f"{TENANT}/mgmt/instances/{{instance}}", MgmtInstanceResource(instance_views, reads))
+    route(f"{TENANT}/mgmt/usage", UsageResource(billing))
     return app

@@ -220,3 +220,30 @@ class FaultBody(Schema):
     unprocessableEntity = fields.Nested(Fault)
     instanceFault = fields.Nested(Fault)
     serviceUnavailable = fields.Nested(Fault)
+
+
+class UsageLine(Schema):
+    tenant_id = fields.String(required=True)
+    instance_id = fields.String(required=True)
+    datastore = fields.String(required=True)
+    flavor_id = fields.String(required=True)
+    instance_type = fields.String(required=True, allow_none=True)
+    instance_seconds = fields.Float(required=True)
+    volume_gb_seconds = fields.Float(required=True)
+
+
+class UsageTotals(Schema):
+    instance_seconds = fields.Float(required=True)
+    volume_gb_seconds = fields.Float(required=True)
+
+
+class UsageReport(Schema):
+    start = fields.String(required=True)
+    end = fields.String(required=True)
+    project_id = fields.String(required=True, allow_none=True)
+    instances = fields.List(fields.Nested(UsageLine), required=True)
+    totals = fields.Nested(UsageTotals, required=True)
+
+
+class UsageShow(Schema):
+    usage = fields.Nested(UsageReport, required=True)

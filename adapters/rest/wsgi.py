@@ -16,6 +16,7 @@ from typing import Any
 
 import falcon
 
+from adapters.billing import billing_queries
 from adapters.bootstrap import read_model_engine
 from adapters.event_store import open_application
 from adapters.rest.app import create_app
@@ -56,7 +57,7 @@ def build_api(settings: Settings) -> falcon.App:
     views = InstanceViewQueries(reader, settings.agent_heartbeat_expiry_s)
     return create_app(instances=instances, instance_views=views, catalog=CatalogQueries(reader),
                       authenticator=build_authenticator(settings), settings=settings,
-                      write_marks=WriteMarks(engine))
+                      write_marks=WriteMarks(engine), billing=billing_queries(settings))
 
 
 class LazyApplication:

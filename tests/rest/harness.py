@@ -17,6 +17,7 @@ import falcon
 import falcon.testing
 from marshmallow import RAISE
 
+from adapters.billing import billing_queries
 from adapters.event_store import event_store_env
 from adapters.rest.app import create_app
 from adapters.rest.auth import Authenticator
@@ -50,7 +51,8 @@ class Api:
         self.views = InstanceViewQueries(self.engine, self.settings.agent_heartbeat_expiry_s)
         self.app = create_app(instances=self.instances, instance_views=self.views, catalog=CatalogQueries(self.engine),
                               authenticator=authenticator or self.authority, settings=self.settings,
-                              write_marks=WriteMarks(self.engine), server_ip="192.0.2.10")
+                              write_marks=WriteMarks(self.engine), server_ip="192.0.2.10",
+                              billing=billing_queries(self.settings))
         self.client = falcon.testing.TestClient(self.app)
         self.user_token = self.token(TENANT, "u1")
         self.admin_token = self.token("admin-project", "root", roles=("admin",))

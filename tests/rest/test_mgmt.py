@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from tests.rest.harness import Api
+from sqlalchemy.orm import Session
+
+from adapters.billing import billing_engine
+from domain.billing import UsageMessage
+from projections.billing_ledger import BillingLedger
+from tests.rest.harness import TENANT, Api
+from tests.unit.test_billing import BASE, T0, _wire
 
 ADMIN = "/v1.0/admin-project"
 
@@ -36,3 +42,25 @@ def test_mgmt_show_of_a_fresh_instance_reads_the_aggregate(api: Api) -> None:
     created = api.create()
     shown = api.get(f"{ADMIN}/mgmt/instances/{created['id']}", token="admin").json["instance"]
     assert shown["status"] == "BUILD" and shown["server"] is None
+
+
+def test_mgmt_usage_reports_the_billing_ledger_to_admins_only(api: Api) -> None:
+    engine = billing_engine(api.settings)
+    gone = {**BASE, "deleted_at": "2026-12-02T10:20:00Z"}
+    with Session(engine) as session, session.begin():
+        for value in (_wire("trove.instance.create", BASE, T0, "m-1"), _wire("trove.instance.delete", gone, T0, "m-2")):
+            BillingLedger().apply(UsageMessage.from_wire(value), session)
+    window = {"start": "2026-12-02T10:00:00Z", "end": "2026-12-02T11:00:00"}
+    usage = api.get(f"{ADMIN}/mgmt/usage", token="admin", params={**window, "project_id": "t1"}).json["usage"]
+    assert usage["project_id"] == "t1" and usage["start"] == "2026-12-02T10:00:00+00:00"
+    assert usage["instances"] == [{"tenant_id": "t1", "instance_id": "i-1", "datastore": "postgresql",
+                                   "flavor_id": "2", "instance_type": "m1.small", "instance_seconds": 1200.0,
+                                   "volume_gb_seconds": 2400.0}]
+    assert usage["totals"] == {"instance_seconds": 1200.0, "volume_gb_seconds": 2400.0}
+    assert api.get(f"{ADMIN}/mgmt/usage", token="admin", params={**window, "project_id": "t2"}).json["usage"][
+        "instances"] == []
+    assert api.get(f"/v1.0/{TENANT}/mgmt/usage", params=window).status_code == 403
+    for bad in ({"start": window["start"]}, {**window, "end": "yesterday"}, {**window, "end": window["start"]},
+                {**window, "project_id": "not a project"}):
+        answer = api.get(f"{ADMIN}/mgmt/usage", token="admin", params=bad)
+        assert answer.status_code == 400 and "badRequest" in answer.json, (bad, answer.json)

@@ -1,8 +1,9 @@
-"""Admin (mgmt) routes: quotas, and every tenant's instances with the management fields."""
+"""Admin (mgmt) routes: quotas, every tenant's instances with the management fields, and billed usage."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import ClassVar
 
 import falcon
@@ -13,7 +14,9 @@ from adapters.rest.middleware import require_admin
 from adapters.rest.reads import InstanceReads
 from adapters.rest.resources import Operation, context, identity, instance_id, links
 from adapters.rest.resources.instances import PAGE_QUERY, paged
+from domain.billing import usage_totals, window_time
 from domain.errors import InvalidRequest
+from projections.billing_ledger import BillingQueries
 from projections.instance_view import InstanceViewQueries
 from services.instances import InstanceService
 
@@ -99,3 +102,39 @@ class MgmtInstanceResource:
         if record is None or not record.deleted:
             record = self._reads.show(key, context(req), admin=True)
         resp.media = {"instance": views.mgmt_instance(record, links(req, tenant_id))}
+
+
+class UsageResource:
+    admin_only = True
+    operations: ClassVar[dict[str, Operation]] = {
+        "get": Operation("Billed usage in a window, from the billing ledger: instance-seconds by flavor and "
+                         "volume GB-seconds, per instance", response=responses.UsageShow, admin=True,
+                         errors=(400, 401, 403),
+                         query=(("start", "string", "Window start, ISO 8601 (UTC if no offset); required."),
+                                ("end", "string", "Window end, ISO 8601 (UTC if no offset); required."),
+                                ("project_id", "string", "Only this project's usage."))),
+    }
+
+    def __init__(self, billing: BillingQueries) -> None:
+        self._billing = billing
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant_id: str) -> None:
+        start, end = _window_bound(req, "start"), _window_bound(req, "end")
+        if end <= start:
+            raise InvalidRequest("The usage window's end must be later than its start.")
+        project = req.get_param("project_id") or None
+        if project is not None:
+            _check_project(project)
+        lines = self._billing.usage(start, end, project)
+        resp.media = {"usage": {"start": start.isoformat(), "end": end.isoformat(), "project_id": project,
+                                "instances": [line.as_dict() for line in lines], "totals": usage_totals(lines)}}
+
+
+def _window_bound(req: falcon.Request, name: str) -> datetime:
+    value = req.get_param(name)
+    if not value:
+        raise InvalidRequest(f"The '{name}' parameter is required: an ISO 8601 time such as 2026-12-01T00:00:00Z.")
+    try:
+        return window_time(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"The '{name}' parameter: {exc}.") from None
