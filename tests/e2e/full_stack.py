@@ -24,6 +24,7 @@ from tests.support.trove_processes import closing_events
 class FullStack(ApiClient):
     def __init__(self, work_dir: Path, bootstrap_servers: str, database_url: str, **overrides: str) -> None:
         self.settings, env = stack_settings(work_dir, bootstrap_servers, database_url, database_url, **overrides)
+        self.env = env  # for `trove-es` commands run against this stack
         self.data_dir = self.settings.data_dir
         self.up = StackProcess("up", ["up", "--port", "0"], env, work_dir)
         stack_file = self.data_dir / "stack.json"
