@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.context import ADMIN_ROLE
 from domain.public_events import PublicEvent
 
 BASE_TRAITS = ("tenant_id", "client_ip", "server_ip", "server_type", "request_id")
@@ -181,7 +182,11 @@ class NotificationContext:
 
     @classmethod
     def of(cls, event: PublicEvent) -> NotificationContext:
-        return cls(request_id=event.request_id, user_id=event.user_id, project_id=event.tenant_id)
+        """The context of the request ``event`` belongs to; ``is_admin`` as Trove's policy decides it, by
+        the ``admin`` role."""
+        roles = tuple((event.data.get("context") or {}).get("roles") or ())
+        return cls(request_id=event.request_id, user_id=event.user_id, project_id=event.tenant_id, roles=roles,
+                   is_admin=ADMIN_ROLE in roles)
 
     def as_dict(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "user_id": self.user_id, "project_id": self.project_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-ADMIN_ROLE = "admin"
+from domain.context import ADMIN_ROLE
 
 
 @dataclass(frozen=True)

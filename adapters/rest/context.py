@@ -44,4 +44,5 @@ def host_ip() -> str:
 
 def operation_context(req: falcon.Request, tenant_id: str, identity: Identity, server_ip: str) -> OperationContext:
     return OperationContext(request_id=req.context.request_id, tenant_id=tenant_id, user_id=identity.user_id,
-                            client_ip=client_ip(req), server_ip=server_ip, server_type="api")
+                            client_ip=client_ip(req), server_ip=server_ip, server_type="api",
+                            roles=tuple(identity.roles))

@@ -82,7 +82,12 @@ def test_the_operation_context_records_who_and_from_where(api: Api) -> None:
     instance = api.instances.get(created["id"])
     context = instance.operation["context"]
     assert context == {"request_id": result.headers["X-Openstack-Request-Id"], "tenant_id": TENANT, "user_id": "u1",
-                       "client_ip": "203.0.113.7", "server_ip": "192.0.2.10", "server_type": "api"}
+                       "client_ip": "203.0.113.7", "server_ip": "192.0.2.10", "server_type": "api", "roles": []}
+    by_admin = api.post(f"/v1.0/{TENANT}/instances", token="admin",
+                        json={"instance": {"name": "z", "flavorRef": 2, "volume": {"size": 1},
+                                           "datastore": {"type": "mysql"}}})
+    assert api.instances.get(by_admin.json["instance"]["id"]).operation["context"]["roles"] == ["admin"], \
+        "the caller's roles are recorded (notifications report is_admin from them); the token never is"
     spoofed = api.post(f"/v1.0/{TENANT}/instances", headers={"X-Forwarded-For": "<script>"},
                        json={"instance": {"name": "y", "flavorRef": 2, "volume": {"size": 1},
                                           "datastore": {"type": "mysql"}}})

@@ -216,3 +216,21 @@ def test_instance_actions_give_their_start_traits() -> None:
     assert notification_for(operation).payload("start", traits) == {  # type: ignore[union-attr]
         **BASE, "request_id": "req-2", "instance_id": str(built.id), "new_size": 5}
     assert all(opened_operation(event) is None for event in _events_of(_built())[1:])
+
+
+def test_the_context_reports_the_callers_recorded_roles_and_admin_by_the_admin_role() -> None:
+    by_admin = instance.Instance(**{**_create_arguments(), "context": {**CONTEXT, "roles": ["admin", "member"]}})
+    context = NotificationContext.of(_events_of(by_admin)[0]).as_dict()
+    assert context == {"request_id": "req-1", "user_id": "u1", "project_id": "t1", "roles": ["admin", "member"],
+                       "is_admin": True}
+    assert NotificationContext.of(_events_of(_built())[0]).as_dict()["is_admin"] is False, \
+        "an event recorded before roles were (no roles) is not an admin's"
+    assert "auth_token" not in context
+
+
+def _create_arguments() -> dict:
+    return {"context": CONTEXT, "operation": instance.CREATE, "name": "orders", "tenant_id": "t1",
+            "flavor": {"id": "2", "name": "m1.small", "ram": 2048, "vcpus": 1, "disk": 20}, "volume_size": 2,
+            "datastore": "mysql", "datastore_version": "8.0", "datastore_version_id": "v",
+            "availability_zone": None, "region": "RegionOne", "databases": [], "users": [], "image_id": "img-1",
+            "datastore_manager": "mysql"}
