@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test unit integration bench lint clean
+.PHONY: install run test unit integration bench lint docs clean
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ integration: install
 bench: install
 	PYTHONPATH=. $(BIN)/python benchmarks/pipeline.py
 	PYTHONPATH=. $(BIN)/python benchmarks/api.py
+
+docs: install
+	$(BIN)/python -m adapters.notification_docs
 
 lint: install
 	$(BIN)/ruff check .
