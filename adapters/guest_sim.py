@@ -9,9 +9,11 @@ guest agent would, on the conductor topic, using the real guest protocol:
 - ``resize_volume``: an ok result; ``stop``: SHUTDOWN and an ok result;
 - a heartbeat with its current status every ``report_interval_s`` once prepared.
 
-Failure to inject: a guest whose instance name contains ``never_healthy_marker`` (by default
+Failures to inject, by instance name: a guest whose name contains ``never_healthy_marker`` (by default
 ``fake-never-healthy``) answers ``prepare`` with BUILDING and then nothing, like a guest agent that
-hangs installing its datastore, so the task manager's build timeout fires.
+hangs installing its datastore, so the task manager's build timeout fires; one whose name contains
+``fake-prepare-fails`` reports FAILED and a failed result with its traceback, like a guest agent whose
+datastore did not install.
 
 One Kafka consumer serves the whole fleet (manually assigned to every live guest's topic) rather than
 one per guest. Each guest's status and next command offset are kept in ``fake_guests``; the offset
@@ -43,6 +45,8 @@ from projections.upsert import upsert_statement
 log = logging.getLogger(__name__)
 
 NEVER_HEALTHY_MARKER = "fake-never-healthy"
+PREPARE_FAILS_MARKER = "fake-prepare-fails"
+PREPARE_FAILURE = "The datastore could not be installed: the simulated guest fails its prepare, as its name asks."
 _LIVE = frozenset({SERVER_ACTIVE, SERVER_REBOOT, SERVER_RESIZE})
 
 metadata = MetaData()
@@ -56,8 +60,8 @@ fake_guests = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-NEW, BUILDING, HEALTHY = (ServiceStatus.NEW.description, ServiceStatus.BUILDING.description,
-                          ServiceStatus.HEALTHY.description)
+NEW, BUILDING, HEALTHY, FAILED = (ServiceStatus.NEW.description, ServiceStatus.BUILDING.description,
+                                  ServiceStatus.HEALTHY.description, ServiceStatus.FAILED.description)
 RESTARTING, SHUTDOWN = ServiceStatus.RESTARTING.description, ServiceStatus.SHUTDOWN.description
 
 
@@ -69,6 +73,7 @@ class SimulatedGuest:
     status: str = NEW
     committed: int = 0  # next command offset, once everything before it is answered
     never_healthy: bool = False
+    prepare_fails: bool = False
     queue: deque[tuple[int, bytes]] = field(default_factory=deque)
     pending: tuple[float, Callable[[], None]] | None = None  # (due, finish) of the command in hand
     next_heartbeat: float = 0.0
@@ -191,7 +196,8 @@ class FakeGuestFleet:
             self._topic_missing.pop(instance_id, None)
             name = live[instance_id]
             guest = SimulatedGuest(instance_id, name, self._topic(instance_id),
-                                   never_healthy=bool(self.never_healthy_marker and self.never_healthy_marker in name))
+                                   never_healthy=bool(self.never_healthy_marker and self.never_healthy_marker in name),
+                                   prepare_fails=PREPARE_FAILS_MARKER in name)
             with self._reader.connect() as connection:
                 row = connection.execute(select(fake_guests)
                                          .where(fake_guests.c.instance_id == instance_id)).first()
@@ -272,6 +278,9 @@ class FakeGuestFleet:
                 answer()()
                 return
             self._set_status(guest, BUILDING)
+            if guest.prepare_fails:
+                self._later(guest, lambda: self._fail_prepare(guest, command, offset))
+                return
             if guest.never_healthy:
                 log.info("guest %s (%s) will never become healthy, as its name asks", guest.instance_id, guest.name)
                 self._commit(guest, offset)
@@ -299,6 +308,17 @@ class FakeGuestFleet:
         now = self._clock()
         self._send(guest, protocol.Heartbeat(guest.instance_id, guest.status, now).to_json())
         guest.next_heartbeat = now + self.report_interval_s
+
+    def _fail_prepare(self, guest: SimulatedGuest, command: protocol.GuestCommand, offset: int) -> None:
+        # The result first, on the same partition: the build fails with the guest's own message and
+        # traceback, not only with the status it ends in.
+        self._send(guest, protocol.Result(guest.instance_id, command.method, command.request_id, False,
+                                          self._clock(), message=PREPARE_FAILURE, traceback=(
+                                              "Traceback (most recent call last):",
+                                              '  File "guest/datastore/manager.py", line 1, in prepare',
+                                              f"GuestError: {PREPARE_FAILURE}")).to_json())
+        self._set_status(guest, FAILED)
+        self._commit(guest, offset)
 
     def _result(self, guest: SimulatedGuest, command: protocol.GuestCommand) -> None:
         self._send(guest, protocol.Result(guest.instance_id, command.method, command.request_id, True,

@@ -147,3 +147,32 @@ def test_each_live_instance_gets_contiguous_exists_periods_and_each_tenant_its_q
 
 def _seconds(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
+
+
+def test_a_guest_that_fails_its_prepare_and_a_build_that_times_out_each_end_with_one_error(stack: FullStack) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    token = stack.token(tenant, "erin")
+    requests: dict[str, str] = {}
+    instance_ids: dict[str, str] = {}
+    for name in ("db-fake-prepare-fails", "db-fake-never-healthy"):
+        body = {"instance": {"name": name, "flavorRef": "2", "volume": {"size": 1}, "datastore": {"type": "mysql"}}}
+        code, created, headers = stack.call("POST", f"/v1.0/{tenant}/instances", token, body)
+        assert code == 200, created
+        requests[name], instance_ids[name] = headers[REQUEST_ID_HEADER], created["instance"]["id"]
+    for instance_id in instance_ids.values():
+        stack.wait_status(tenant, token, instance_id, "ERROR", timeout=90)
+    notes = _notifications(stack, _of_requests(set(requests.values())), expected=4, timeout_s=90)
+    by_request = {request: [n for n in notes if n["payload"]["request_id"] == request] for request in requests.values()}
+    for name, request in requests.items():
+        assert [n["event_type"] for n in by_request[request]] == [
+            "dbaas.instance_create.start", "dbaas.instance_create.error"], (name, by_request[request])
+        error = by_request[request][1]["payload"]
+        assert error["instance_id"] == instance_ids[name] and isinstance(error["exception"], list)
+    failed = by_request[requests["db-fake-prepare-fails"]][1]["payload"]
+    assert "simulated guest fails its prepare" in failed["message"], failed
+    assert any("GuestError" in line for line in failed["exception"]), "the guest's traceback, line by line"
+    timed_out = by_request[requests["db-fake-never-healthy"]][1]["payload"]
+    assert "Timeout waiting for instance to become active" in timed_out["message"], timed_out
+    usage = _notifications(stack, lambda m: m["event_type"].startswith("trove.instance.")
+                           and m["payload"]["instance_id"] in instance_ids.values(), expected=1, timeout_s=5)
+    assert usage == [], "a build that never came up is never billed"

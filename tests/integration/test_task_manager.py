@@ -142,6 +142,7 @@ def timeout_side(tmp_path: Path, broker: EmbeddedBroker, postgres_url: str) -> I
 def test_a_guest_that_never_becomes_healthy_times_the_build_out(timeout_side: WriteSide) -> None:
     side = timeout_side
     side.start(*ALL)
+    side.start_notifier()
     instance_id = side.create(name="db-fake-never-healthy", request_id="req-hung")
     failed = side.wait_closed(instance_id, "req-hung")
     assert (type(failed).__name__, failed.task) == ("OperationFailed", "BUILDING_ERROR_TIMEOUT_GA")
@@ -152,6 +153,11 @@ def test_a_guest_that_never_becomes_healthy_times_the_build_out(timeout_side: Wr
     assert "guestagent error" in statuses, "the timeout marks the guest agent as failed"
     assert side.get(instance_id).task is TaskStatus.BUILDING_ERROR_TIMEOUT_GA
     side.wait(lambda: _quota_settled(side, 1, 2), "the timed-out create's quota to be committed")
+    side.wait(lambda: len(side.notifications("req-hung")) >= 2, "the create's notifications")
+    start, error = side.notifications("req-hung")
+    assert (start["event_type"], error["event_type"]) == ("dbaas.instance_create.start", "dbaas.instance_create.error")
+    assert "Timeout waiting for instance to become active" in error["payload"]["message"], \
+        "no silent build timeout, as Trove's"
 
 
 def test_a_delete_the_cloud_never_completes_fails_at_its_deadline(timeout_side: WriteSide) -> None:
@@ -176,6 +182,7 @@ def slow_side(tmp_path: Path, broker: EmbeddedBroker, postgres_url: str) -> Iter
 def test_a_build_resumes_after_the_task_manager_is_killed(slow_side: WriteSide) -> None:
     side = slow_side
     side.start(*ALL)
+    side.start_notifier()
     instance_id = side.create(request_id="req-create")
     side.wait(lambda: side.get(instance_id).server_id is not None, "the server to be requested")
     assert side.get(instance_id).operation_open("req-create"), "caught mid-build"
@@ -187,6 +194,9 @@ def test_a_build_resumes_after_the_task_manager_is_killed(slow_side: WriteSide) 
     assert _active(side, instance_id)
     assert side.event_types(instance_id).count("ServerProvisioned") == 1, "the server was not requested twice"
     side.wait(lambda: _quota_settled(side, 1, 2), "the create's quota to be committed")
+    side.wait(lambda: len(side.notifications("req-create")) >= 2, "the create's notifications")
+    assert [n["event_type"] for n in side.notifications("req-create")] == [
+        "dbaas.instance_create.start", "dbaas.instance_create.end"], "a start the crash interrupted still ends, once"
 
 
 def test_a_status_reset_mid_build_follows_the_server_until_it_settles(slow_side: WriteSide) -> None:

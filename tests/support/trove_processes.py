@@ -19,7 +19,7 @@ from adapters.settings import Settings
 from domain.context import OperationContext
 from domain.instance import Instance
 from services.instances import CreateInstance, InstanceService
-from tests.support.stack import REPO_ROOT, StackProcess, stack_settings, wait_for
+from tests.support.stack import REPO_ROOT, StackProcess, read_topic, stack_settings, wait_for
 
 CATALOG = json.loads((REPO_ROOT / "adapters" / "default_catalog.json").read_text())
 TENANT = "tenant-a"
@@ -43,6 +43,20 @@ class WriteSide:
         """Start processes by CLI command name: relay, task-manager, conductor, fake-guests."""
         for name in names:
             self.processes[name] = StackProcess(name, [name], self.env, self.log_dir)
+
+    def start_notifier(self) -> None:
+        self.processes["notifier"] = StackProcess("notifier", ["consume", "--projection", "notifications"],
+                                                  self.env, self.log_dir)
+
+    def notifications(self, request_id: str) -> list[dict[str, Any]]:
+        """The API lifecycle notifications of ``request_id`` on both topics, deduped by message id, in order."""
+        seen: dict[str, dict[str, Any]] = {}
+        for topic in (self.settings.topics.notifications_info, self.settings.topics.notifications_error):
+            for record in read_topic(self.settings.kafka_bootstrap_servers, topic, idle_s=0.5):
+                message = json.loads(json.loads(record.value)["oslo.message"])
+                if message["payload"].get("request_id") == request_id:
+                    seen[message["message_id"]] = message
+        return sorted(seen.values(), key=lambda m: m["timestamp"])
 
     def restart(self, name: str) -> None:
         self.processes[name] = StackProcess(f"{name}-again", [name], self.env, self.log_dir)

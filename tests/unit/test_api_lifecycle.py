@@ -115,9 +115,12 @@ def act(instance: Instance, action: str, step: int) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(actions=st.lists(st.sampled_from(ACTIONS), max_size=25), restart_notifier_at=st.integers(0, 25),
-       built=st.booleans())
+       crash_before_commit_at=st.integers(0, 25), built=st.booleans())
 def test_every_start_is_followed_by_exactly_one_end_or_error(actions: list[str], restart_notifier_at: int,
-                                                             built: bool) -> None:
+                                                             crash_before_commit_at: int, built: bool) -> None:
+    """Random operations with failures (task manager, guest), a notifier restart, and a notifier killed
+    after publishing a batch but before committing it (the batch is folded again from the last committed
+    state): deduped by message id, every start has exactly one end or error."""
     open_operations: dict[str, Any] = {}  # what a persisted notifier keeps across its restarts
     lifecycle = ApiLifecycle("h1", open_operations)
     instance = new_instance()
@@ -131,11 +134,22 @@ def test_every_start_is_followed_by_exactly_one_end_or_error(actions: list[str],
             lifecycle = ApiLifecycle("h1", json.loads(json.dumps(open_operations)))  # a restart reloads its state
             open_operations = lifecycle._open  # type: ignore[assignment]
         act(instance, action, step)
-        notes += fold(instance, lifecycle)
+        events = [to_public_event(event) for event in instance.collect_events()]
+        if step == crash_before_commit_at:
+            committed = json.loads(json.dumps(open_operations))
+            published = [n for event in events for n in lifecycle.notifications(event)]
+            open_operations.clear()
+            open_operations.update(committed)  # the kill: the batch's state change is rolled back
+            again = [n for event in events for n in lifecycle.notifications(event)]
+            assert [n.to_wire() for n in again] == [n.to_wire() for n in published], "republished byte for byte"
+            notes += published + again
+        else:
+            notes += [n for event in events for n in lifecycle.notifications(event)]
     instance.fail(instance.operation["context"] if instance.operation else api(), message="end of test",
                   traceback=[])  # whatever is still open ends (the build timeout, in the real system)
     notes += fold(instance, lifecycle)
 
+    notes = list({note.message_id: note for note in notes}.values())  # a consumer that dedupes
     by_request: dict[str, list[str]] = {}
     for note in notes:
         by_request.setdefault(note.payload["request_id"], []).append(note.event_type)
