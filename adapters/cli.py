@@ -27,6 +27,7 @@ PROJECTIONS: dict[str, str] = {
     "event-journal": "projections.event_journal:EventJournal",
     "instance-view": "projections.instance_view:InstanceView",
     "catalog-view": "projections.catalog_view:CatalogView",
+    "fault-history": "projections.fault_history:FaultHistory",
     "notifications": "adapters.bootstrap:notifier",
 }
 

@@ -8,7 +8,7 @@ last heartbeat, which changes far more often than anything worth an event.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from domain import faults
 from domain.catalog import domain_catalog
 from domain.instance import DELETE, INSTANCE_EVENTS, Instance
 from domain.public_events import EventCatalog, PublicEvent
@@ -71,6 +72,7 @@ instance_view = Table(
     Column("deleted", Boolean, nullable=False),
     Column("deleted_at", String(40)),
     Column("version", BigInteger, nullable=False),
+    Column("open_faults", JSON),  # the faults not resolved yet (domain/faults.py); the latest is shown
     Index("ix_instance_view_tenant_page", "tenant_id", "deleted", "created_at", "id"),
 )
 guest_heartbeats.to_metadata(metadata)  # created with the view, so reads can join before the conductor runs
@@ -87,6 +89,10 @@ write_marks = Table(
     Index("ix_instance_write_marks_written_at", "written_at"),
     Index("ix_instance_write_marks_instance", "instance_id"),
 )
+
+# Events that can record or resolve a fault.
+FAULT_EVENTS = frozenset({"OperationFailed", "OperationSucceeded", "ServiceStatusChanged", "StatusReset",
+                          "DeleteRequested"})
 
 # Events that open an operation and the task they set, as the aggregate does.
 _OPENING_TASKS = {
@@ -122,8 +128,17 @@ class InstanceView:
                 created_at=event.occurred_at, updated_at=event.occurred_at, deleted=False, version=event.version))
             return
         changes = self._changes(event, session)
+        if event.type in FAULT_EVENTS:
+            changes.update(self._faults(event, session))
         changes.update(updated_at=event.occurred_at, version=event.version)
         session.execute(update(instance_view).where(instance_view.c.id == event.aggregate_id).values(**changes))
+
+    @staticmethod
+    def _faults(event: PublicEvent, session: Session) -> dict[str, Any]:
+        current = session.execute(select(instance_view.c.service_status, instance_view.c.open_faults)
+                                  .where(instance_view.c.id == event.aggregate_id)).one()
+        state = {"healthy": current.service_status == faults.HEALTHY, "open": json_value(current.open_faults) or []}
+        return {"open_faults": state["open"]} if faults.fold(state, event) else {}
 
     def _changes(self, event: PublicEvent, session: Session) -> dict[str, Any]:
         data, kind = event.data, event.type
@@ -190,6 +205,7 @@ class InstanceRecord:
     deleted: bool
     deleted_at: str | None
     version: int
+    fault: dict[str, Any] | None = None  # the latest open fault (domain/faults.py)
 
 
 class InstanceViewQueries:
@@ -270,11 +286,16 @@ class InstanceViewQueries:
             datastore_version_id=row["datastore_version_id"], region=row["region"],
             availability_zone=row["availability_zone"], server_id=row["server_id"], volume_id=row["volume_id"],
             addresses=json_value(row["addresses"]), created_at=row["created_at"], updated_at=row["updated_at"],
-            deleted=bool(row["deleted"]), deleted_at=row["deleted_at"], version=row["version"])
+            deleted=bool(row["deleted"]), deleted_at=row["deleted_at"], version=row["version"],
+            fault=faults.current_fault({"open": json_value(row["open_faults"])}))
 
 
-def record_from_aggregate(instance: Instance) -> InstanceRecord:
-    """The same record built from the aggregate, for a read that must not wait for the view (read-your-writes)."""
+def record_from_aggregate(instance: Instance, events: Iterable[PublicEvent] = ()) -> InstanceRecord:
+    """The same record built from the aggregate, for a read that must not wait for the view (read-your-writes);
+    its fault is folded from ``events``, the aggregate's own."""
+    state = faults.new_state()
+    for event in events:
+        faults.fold(state, event)
     created = instance.created_on.isoformat()
     updated = instance.modified_on.isoformat()
     return InstanceRecord(
@@ -287,7 +308,7 @@ def record_from_aggregate(instance: Instance) -> InstanceRecord:
         datastore_version_id=instance.datastore_version_id, region=instance.region, availability_zone=None,
         server_id=instance.server_id, volume_id=instance.volume_id, addresses=[], created_at=created,
         updated_at=updated, deleted=instance.deleted, deleted_at=updated if instance.deleted else None,
-        version=instance.version)
+        version=instance.version, fault=faults.current_fault(state))
 
 
 def _epoch(iso: str) -> float:

@@ -13,11 +13,11 @@ after it publishes nothing twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-from sqlalchemy import JSON, Column, MetaData, String, Table, delete, func, select
+from sqlalchemy import MetaData
 from sqlalchemy.orm import Session
 
 from domain.api_lifecycle import ApiLifecycle
@@ -26,29 +26,17 @@ from domain.notifications import INFO, Notification, NotificationContext, messag
 from domain.periodic_usage import EXISTS_EVENT_TYPE, QuotaUsage, period_notifications
 from domain.public_events import PublicEvent
 from domain.usage import InstanceUsage, UsageNotification
-from projections.upsert import upsert_statement
+from projections.json_rows import JsonRows, json_rows_table
 
 metadata = MetaData()
 
-# What the notifier remembers between events, as JSON by key.
-notification_open_operations = Table(  # "<instance id>/<request id>" → the operation and its start traits
-    "notification_open_operations",
-    metadata,
-    Column("key", String(200), primary_key=True),
-    Column("value", JSON, nullable=False),
-)
-notification_instances = Table(  # instance id → what its usage payloads need
-    "notification_instances",
-    metadata,
-    Column("key", String(200), primary_key=True),
-    Column("value", JSON, nullable=False),
-)
-notification_quotas = Table(  # quota id → a tenant's limits, usage and reservations, for dbaas.quota
-    "notification_quotas",
-    metadata,
-    Column("key", String(200), primary_key=True),
-    Column("value", JSON, nullable=False),
-)
+# What the notifier remembers between events, as JSON by key:
+# "<instance id>/<request id>" → the operation and its start traits;
+notification_open_operations = json_rows_table("notification_open_operations", metadata)
+# instance id → what its usage payloads need;
+notification_instances = json_rows_table("notification_instances", metadata)
+# quota id → a tenant's limits, usage and reservations, for dbaas.quota.
+notification_quotas = json_rows_table("notification_quotas", metadata)
 
 # What can open or close an operation or change billed usage; the runner skips the rest undecoded.
 HANDLED = frozenset({"CreateRequested", "RestartRequested", "VolumeResizeRequested", "FlavorResizeRequested",
@@ -89,8 +77,8 @@ class Notifier:
         self.apply_batch([event], session)
 
     def apply_batch(self, events: list[PublicEvent], session: Session) -> None:
-        lifecycle = ApiLifecycle(self._host, _JsonRows(session, notification_open_operations))
-        instances, quotas = _JsonRows(session, notification_instances), _JsonRows(session, notification_quotas)
+        lifecycle = ApiLifecycle(self._host, JsonRows(session, notification_open_operations))
+        instances, quotas = JsonRows(session, notification_instances), JsonRows(session, notification_quotas)
         usage, quota_usage = InstanceUsage(instances), QuotaUsage(quotas)
         published = False
         for event in events:
@@ -128,37 +116,3 @@ class Notifier:
                             event_type=usage.event_type, priority=INFO, payload=usage.payload,
                             timestamp=oslo_timestamp(datetime.fromisoformat(event.occurred_at)),
                             context=context or NotificationContext.of(event))
-
-
-class _JsonRows(MutableMapping[str, Any]):
-    """A key → JSON table as a mapping, inside the runner's transaction."""
-
-    def __init__(self, session: Session, table: Table) -> None:
-        self._session = session
-        self._table = table
-
-    def __getitem__(self, key: str) -> Any:
-        value = self._session.execute(select(self._table.c.value).where(self._table.c.key == key)).scalar()
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        connection = self._session.connection()
-        connection.execute(upsert_statement(connection, self._table, ["key"], ["value"]),
-                           [{"key": key, "value": value}])
-
-    def __delitem__(self, key: str) -> None:
-        deleted = self._session.execute(delete(self._table).where(self._table.c.key == key))
-        if not deleted.rowcount:  # type: ignore[attr-defined]
-            raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._session.execute(select(self._table.c.key)).scalars().all())
-
-    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
-        # One query, not one per key: a period's end reads every instance the notifier knows.
-        return [(key, value) for key, value in self._session.execute(select(self._table.c.key, self._table.c.value))]
-
-    def __len__(self) -> int:
-        return int(self._session.execute(select(func.count()).select_from(self._table)).scalar_one())

@@ -25,6 +25,7 @@ from eventsourcing.persistence import IntegrityError
 from domain.context import OperationContext
 from domain.errors import InvalidRequest, NotFound
 from domain.instance import CREATE, Instance, validate_name
+from domain.public_events import PublicEvent, to_public_event
 from domain.quota import INSTANCES, VOLUMES, Quota, quota_id
 from domain.statuses import ServiceStatus
 from services.application import TroveApplication
@@ -104,6 +105,13 @@ class InstanceService(TroveApplication):
         if context is not None and instance.deleted and not include_deleted:
             raise NotFound(f"Instance {instance_id} could not be found.")
         return instance
+
+    def history(self, instance_id: UUID | str) -> list[PublicEvent]:
+        """The instance's events as the stream carries them, oldest first (empty for an unknown id)."""
+        try:
+            return [to_public_event(event) for event in self.repository.event_store.get(_uuid(instance_id))]
+        except ValueError:
+            return []
 
     def quota(self, tenant_id: str) -> Quota | None:
         """A copy of the tenant's quota (its events change its dicts in place, so it is never shared)."""

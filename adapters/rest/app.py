@@ -25,6 +25,7 @@ from adapters.rest.resources.catalog import (
     FlavorResource,
     FlavorsResource,
 )
+from adapters.rest.resources.faults import InstanceFaultsResource, MgmtInstanceFaultsResource
 from adapters.rest.resources.instances import (
     InstanceActionResource,
     InstanceResource,
@@ -43,6 +44,7 @@ from adapters.settings import Settings
 from adapters.sql.write_marks import WriteMarks
 from projections.billing_ledger import BillingQueries
 from projections.catalog_view import CatalogQueries
+from projections.fault_history import FaultQueries
 from projections.instance_view import InstanceViewQueries
 from services.instances import InstanceService
 
@@ -51,7 +53,7 @@ TENANT = "/v1.0/{tenant_id}"
 
 def create_app(*, instances: InstanceService, instance_views: InstanceViewQueries, catalog: CatalogQueries,
                authenticator: Authenticator, settings: Settings, write_marks: WriteMarks,
-               billing: BillingQueries, server_ip: str | None = None) -> falcon.App:
+               billing: BillingQueries, faults: FaultQueries, server_ip: str | None = None) -> falcon.App:
     """The WSGI app. ``settings`` supplies the region and the read-your-writes bound."""
     app = falcon.App(middleware=[RequestIdMiddleware(), AuthMiddleware(authenticator, server_ip or host_ip())])
     app.req_options.strip_url_path_trailing_slash = True
@@ -79,6 +81,7 @@ def create_app(*, instances: InstanceService, instance_views: InstanceViewQuerie
     route(f"{TENANT}/instances/detail", InstancesDetailResource(instance_views, reads))
     route(f"{TENANT}/instances/{{instance}}", InstanceResource(reads, instances))
     route(f"{TENANT}/instances/{{instance}}/action", InstanceActionResource(reads, instances))
+    route(f"{TENANT}/instances/{{instance}}/faults", InstanceFaultsResource(faults, reads, instance_views))
     route(f"{TENANT}/flavors", FlavorsResource(catalog))
     route(f"{TENANT}/flavors/{{flavor_id}}", FlavorResource(catalog))
     route(f"{TENANT}/datastores", DatastoresResource(catalog))
@@ -90,5 +93,6 @@ def create_app(*, instances: InstanceService, instance_views: InstanceViewQuerie
     route(f"{TENANT}/mgmt/quotas/{{project_id}}", QuotaResource(instances))
     route(f"{TENANT}/mgmt/instances", MgmtInstancesResource(instance_views))
     route(f"{TENANT}/mgmt/instances/{{instance}}", MgmtInstanceResource(instance_views, reads))
+    route(f"{TENANT}/mgmt/instances/{{instance}}/faults", MgmtInstanceFaultsResource(faults, reads, instance_views))
     route(f"{TENANT}/mgmt/usage", UsageResource(billing))
     return app

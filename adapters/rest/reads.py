@@ -53,7 +53,7 @@ class InstanceReads:
         if row is not None and (marked is None or row.version >= marked):
             return self._visible(row, context, admin)
         instance = self._instances.get(key, context, admin=admin, include_deleted=True, to_change=False)
-        fresh = record_from_aggregate(instance)
+        fresh = record_from_aggregate(instance, self._instances.history(key))
         if row is not None:
             # What only the view knows (addresses, heartbeat time) is still right for a slightly older row.
             fresh = replace(fresh, addresses=row.addresses, service_status_updated=row.service_status_updated,

@@ -57,7 +57,32 @@ class InstanceSummary(Schema):
     tenant_id = fields.String(metadata={"description": "Admins only."})
 
 
+class InstanceFault(Schema):
+    message = fields.String(required=True)
+    created = fields.String(required=True, validate=TIMESTAMP,
+                            metadata={"description": "When the fault was last updated, as Trove's."})
+    details = fields.String(required=True, allow_none=True, metadata={"description": "Admins only; else null."})
+
+
+class FaultEntry(InstanceFault):
+    id = fields.String(required=True)
+    operation = fields.String(required=True, metadata={"description": "The operation that failed."})
+    request_id = fields.String(required=True, allow_none=True)
+    resolved = fields.Boolean(required=True)
+    resolved_at = fields.String(required=True, allow_none=True)
+    server_type = fields.String(metadata={"description": "Admins only: the service that recorded it."})
+    resolved_by = fields.String(allow_none=True, metadata={"description": "Admins only: what resolved it."})
+    deleted = fields.Boolean(metadata={"description": "Admins only."})
+    deleted_at = fields.String(allow_none=True, metadata={"description": "Admins only."})
+
+
+class FaultList(Schema):
+    faults = fields.List(fields.Nested(FaultEntry), required=True)
+    links = fields.List(fields.Nested(Link))
+
+
 class InstanceDetail(InstanceSummary):
+    fault = fields.Nested(InstanceFault, metadata={"description": "The latest unresolved fault, if any."})
     created = fields.String(required=True, validate=TIMESTAMP)
     updated = fields.String(required=True, validate=TIMESTAMP)
     service_status_updated = fields.String(required=True, validate=TIMESTAMP)

@@ -107,7 +107,15 @@ def instance_detail(record: InstanceRecord, links: Links, *, admin: bool = False
     if admin:
         view["server_id"] = record.server_id
         view["volume_id"] = record.volume_id
+    if record.fault is not None:
+        view["fault"] = fault(record.fault, admin=admin)
     return view
+
+
+def fault(recorded: dict[str, Any], *, admin: bool) -> dict[str, Any]:
+    """Trove's ``fault``: ``created`` is when it was last updated; ``details`` (the traceback) for admins only."""
+    return {"message": recorded["message"], "created": trove_time(recorded.get("updated") or recorded["created"]),
+            "details": recorded["details"] if admin else None}
 
 
 def mgmt_instance(record: InstanceRecord, links: Links) -> dict[str, Any]:

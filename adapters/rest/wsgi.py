@@ -30,6 +30,8 @@ from adapters.sql.schema import create_tables
 from adapters.sql.write_marks import WriteMarks
 from projections.catalog_view import CatalogQueries
 from projections.catalog_view import metadata as catalog_metadata
+from projections.fault_history import FaultQueries
+from projections.fault_history import metadata as fault_metadata
 from projections.instance_view import InstanceViewQueries
 from projections.instance_view import metadata as instance_metadata
 from services.instances import InstanceService
@@ -53,11 +55,13 @@ def build_api(settings: Settings) -> falcon.App:
     # The API may start before the projections: their tables must exist for reads to answer at all.
     create_tables(engine, instance_metadata)
     create_tables(engine, catalog_metadata)
+    create_tables(engine, fault_metadata)
     reader = read_only(engine)
     views = InstanceViewQueries(reader, settings.agent_heartbeat_expiry_s)
     return create_app(instances=instances, instance_views=views, catalog=CatalogQueries(reader),
                       authenticator=build_authenticator(settings), settings=settings,
-                      write_marks=WriteMarks(engine), billing=billing_queries(settings))
+                      write_marks=WriteMarks(engine), billing=billing_queries(settings),
+                      faults=FaultQueries(reader))
 
 
 class LazyApplication:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from sqlalchemy import Engine, MetaData, Table, text
+from sqlalchemy import Connection, Engine, MetaData, Table, inspect, text
 
 
 def schema_lock_key(scope: str = "read-models") -> int:
@@ -25,7 +25,30 @@ def create_tables(engine: Engine, metadata: MetaData, tables: Sequence[Table] | 
     consumers start together, so the check-then-create runs under a transaction-scoped advisory lock.
     SQLite needs nothing more: every transaction here begins IMMEDIATE, which already serialises writers.
     """
+    chosen = list(tables) if tables is not None else list(metadata.sorted_tables)
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": schema_lock_key()})
-        metadata.create_all(connection, tables=list(tables) if tables is not None else None)
+        metadata.create_all(connection, tables=chosen)
+        _add_missing_columns(connection, chosen)
+
+
+def _add_missing_columns(connection: Connection, tables: Sequence[Table]) -> None:
+    """Add the nullable columns a newer release gave a read model that already exists.
+
+    Read models are rebuilt from the stream, never hand-migrated; a new nullable column is the one
+    change an existing table can take in place, its rows then reading as "nothing recorded yet".
+    """
+    inspector = inspect(connection)
+    for table in tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable or column.primary_key:
+                raise RuntimeError(f"read model {table.name} lacks its required column {column.name}: "
+                                   f"rebuild it (drop the table and let its projection replay the stream)")
+            kind = column.type.compile(dialect=connection.dialect)
+            preparer = connection.dialect.identifier_preparer
+            connection.execute(text(f"ALTER TABLE {preparer.format_table(table)} "
+                                    f"ADD COLUMN {preparer.format_column(column)} {kind}"))
