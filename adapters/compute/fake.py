@@ -14,6 +14,8 @@ Failures to inject (constructor arguments, or the ``TROVE_ES_FAKE_*`` settings):
   with Nova's message; servers in ERROR count, as they do in Nova.
 - A server whose name contains ``fake-undeletable`` ignores deletes, like a Nova server stuck in
   ``deleting``, so the task manager's delete deadline can be seen to fire.
+- A server whose name contains ``fake-over-quota`` is refused as over the project's quota, whatever
+  ``max_servers`` says, so one build can meet Nova's quota error on a shared stack.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ fake_compute_servers = Table(
 )
 
 UNDELETABLE_MARKER = "fake-undeletable"
+OVER_QUOTA_MARKER = "fake-over-quota"
 _NAMESPACE = uuid.UUID("a7c3e9f2-4b1d-4c6e-9f0a-2d8b5e7c1f33")
 
 
@@ -97,11 +100,12 @@ class FakeCompute:
             return existing
         now = self._clock()
         with self._engine.begin() as connection:
-            if self.max_servers is not None:
+            if self.max_servers is not None or OVER_QUOTA_MARKER in spec.name:
                 used = connection.execute(select(func.count()).select_from(fake_compute_servers)).scalar_one()
-                if used >= self.max_servers:
+                limit = used if OVER_QUOTA_MARKER in spec.name else self.max_servers
+                if limit is not None and used >= limit:
                     raise ComputeQuotaExceeded(f"Quota exceeded for instances: Requested 1, but already used "
-                                               f"{used} of {self.max_servers} instances")
+                                               f"{used} of {limit} instances")
             status, fault, pending = SERVER_BUILD, None, {"status": SERVER_ACTIVE}
             disk = int(spec.flavor.get("disk") or 0)
             if self.image_min_disk_gb and 0 < disk < self.image_min_disk_gb:
