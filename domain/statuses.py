@@ -10,6 +10,7 @@ functions, so the API, the instance view and the action checks cannot disagree.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -165,3 +166,38 @@ def action_refusal(task: TaskStatus, server_status: str | None, service: Service
     if backup_running:
         return ("instance", "BACKUP")
     return None
+
+
+# The server statuses the compute drivers report; anything else shows as ``visible_status`` decides for it.
+KNOWN_SERVER_STATUSES = (SERVER_BUILD, SERVER_ACTIVE, SERVER_ERROR, SERVER_SHUTDOWN, SERVER_REBOOT, SERVER_RESIZE,
+                         SERVER_VERIFY_RESIZE, SERVER_DELETED, "SHUTOFF")
+
+
+@dataclass(frozen=True)
+class ShowingStatus:
+    """The stored (task, server status) pairs a visible status comes from, for one task: the known server
+    statuses that show it, and whether no server status (``None``) and unknown ones do too."""
+
+    task: TaskStatus
+    server_statuses: tuple[str, ...]
+    without_server: bool
+    unknown_servers: bool
+
+
+def showing(status: str) -> list[ShowingStatus]:
+    """Where a filter on the visible ``status`` must look: ``visible_status`` inverted over every task and
+    server status, so a read model can filter stored columns and use its indexes."""
+    found = []
+    for task in TaskStatus:
+        servers = tuple(s for s in KNOWN_SERVER_STATUSES if visible_status(task, s) == status)
+        without = visible_status(task, None) == status
+        unknown = visible_status(task, "\0not-a-server-status") == status
+        if servers or without or unknown:
+            found.append(ShowingStatus(task, servers, without, unknown))
+    return found
+
+
+# Every visible status there is: what a filter on ``status`` may ask for.
+VISIBLE_STATUSES = frozenset({visible_status(task, server, backup) for task in TaskStatus
+                              for server in (*KNOWN_SERVER_STATUSES, None, "\0not-a-server-status")
+                              for backup in (False, True)})

@@ -1,14 +1,17 @@
-"""Fault history: every fault of every instance (``domain/faults.py``), in Trove's ``instance_faults``
-columns plus what an operator asks of them (request, operation, service, datastore version, when and
-by what it was resolved).
+"""Fault history and the operation log: what became of every operation on every instance.
 
-Rows are never overwritten, only resolved and, with their instance, soft-deleted. An owner reads their
-instance's history without ``details``; an admin with them, deleted instances included.
+- ``instance_faults``: every fault (``domain/faults.py``), in Trove's columns plus what an operator
+  asks of them (request, operation, service, datastore version, when and by what it was resolved).
+  Rows are never overwritten, only resolved and, with their instance, soft-deleted. An owner reads
+  their instance's history without ``details``; an admin with them, deleted instances included.
+- ``instance_operations``: each operation's start, end and outcome, for latency by operation type.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -23,6 +26,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    func,
     insert,
     or_,
     select,
@@ -34,6 +38,7 @@ from domain import faults
 from domain.catalog import domain_catalog
 from domain.public_events import PublicEvent
 from projections.json_rows import JsonRows, json_rows_table
+from projections.upsert import upsert_statement
 
 metadata = MetaData()
 
@@ -61,11 +66,25 @@ instance_faults = Table(
     Index("ix_instance_faults_instance", "instance_id", "created", "id"),
     Index("ix_instance_faults_created", "created"),
 )
+instance_operations = Table(
+    "instance_operations",
+    metadata,
+    Column("instance_id", String(64), primary_key=True),
+    Column("request_id", String(64), primary_key=True),
+    Column("operation", String(64), nullable=False),
+    Column("tenant_id", String(64)),
+    Column("started_at", String(40), nullable=False),
+    Column("ended_at", String(40)),
+    Column("outcome", String(16)),  # succeeded, failed; null while running
+    Index("ix_instance_operations_ended", "ended_at", "operation"),
+)
 # instance id → the fold's state (open faults, datastore health) and the instance's datastore version.
 fault_instances = json_rows_table("fault_instances", metadata)
 
-HANDLED = frozenset({"CreateRequested", "OperationFailed", "OperationSucceeded", "ServiceStatusChanged",
-                     "StatusReset", "DeleteRequested", "Deleted"})
+OPENING = frozenset({"CreateRequested", "RestartRequested", "VolumeResizeRequested", "FlavorResizeRequested",
+                     "StatusReset", "DeleteRequested", "Renamed"})
+CLOSING = {"OperationSucceeded": "succeeded", "OperationFailed": "failed"}
+HANDLED = frozenset({*OPENING, *CLOSING, "ServiceStatusChanged", "Deleted"})
 
 
 class FaultHistory:
@@ -79,6 +98,7 @@ class FaultHistory:
     def apply(self, event: PublicEvent, session: Session) -> None:
         if event.type not in HANDLED or event.aggregate_type != "Instance":
             return
+        self._log(event, session)
         known = JsonRows(session, fault_instances)
         key = event.aggregate_id
         if event.type == "CreateRequested":
@@ -95,6 +115,22 @@ class FaultHistory:
             del known[key]  # its faults are all soft-deleted; nothing more can happen to it
         elif changes or event.type == "ServiceStatusChanged":
             known[key] = state
+
+    @staticmethod
+    def _log(event: PublicEvent, session: Session) -> None:
+        if event.type in OPENING:
+            connection = session.connection()
+            connection.execute(upsert_statement(connection, instance_operations, ["instance_id", "request_id"],
+                                                ["operation", "started_at"]),
+                               [{"instance_id": event.aggregate_id, "request_id": event.request_id,
+                                 "operation": event.data["operation"], "tenant_id": event.tenant_id,
+                                 "started_at": event.occurred_at}])
+        elif event.type in CLOSING:
+            session.execute(update(instance_operations)
+                            .where(instance_operations.c.instance_id == event.aggregate_id,
+                                   instance_operations.c.request_id == event.data["request_id"],
+                                   instance_operations.c.ended_at.is_(None))
+                            .values(ended_at=event.occurred_at, outcome=CLOSING[event.type]))
 
     @staticmethod
     def _record(session: Session, instance_id: str, state: dict[str, Any], change: faults.FaultChange) -> None:
@@ -160,6 +196,68 @@ class FaultQueries:
         with self._reader.connect() as connection:
             rows = connection.execute(query, {"instance_id": instance_id, "limit": limit, **params}).all()
         return [_record(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class FaultGroup:
+    datastore: str | None
+    datastore_version: str | None
+    message: str
+    faults: int
+    instances: int
+    first: str
+    last: str
+
+
+@dataclass(frozen=True)
+class OperationLatency:
+    operation: str
+    count: int
+    failed: int
+    p50_s: float
+    p95_s: float
+    max_s: float
+
+
+class OperationReports:
+    """Faults and operation latency in a time window, from the fault history's tables and indexes."""
+
+    def __init__(self, reader: Engine) -> None:
+        self._reader = reader
+
+    def fault_groups(self, start: str, end: str, *, limit: int = 100) -> list[FaultGroup]:
+        """Faults recorded in [start, end) (ISO 8601 UTC), grouped by datastore version and message, most first."""
+        faults_ = instance_faults.c
+        query = (select(faults_.datastore, faults_.datastore_version, faults_.message,
+                        func.count().label("faults"), func.count(faults_.instance_id.distinct()).label("instances"),
+                        func.min(faults_.created).label("first"), func.max(faults_.created).label("last"))
+                 .where(faults_.created >= start, faults_.created < end)
+                 .group_by(faults_.datastore, faults_.datastore_version, faults_.message)
+                 .order_by(func.count().desc(), faults_.message).limit(limit))
+        with self._reader.connect() as connection:
+            return [FaultGroup(**row._mapping) for row in connection.execute(query)]
+
+    def latency(self, start: str, end: str) -> list[OperationLatency]:
+        """Per operation type, how long the operations that ended in [start, end) took, start to end."""
+        ops = instance_operations.c
+        query = (select(ops.operation, ops.started_at, ops.ended_at, ops.outcome)
+                 .where(ops.ended_at >= start, ops.ended_at < end))
+        took: dict[str, list[tuple[float, bool]]] = {}
+        with self._reader.connect() as connection:
+            for row in connection.execute(query):
+                ended, started = datetime.fromisoformat(row.ended_at), datetime.fromisoformat(row.started_at)
+                seconds = (ended - started).total_seconds()
+                took.setdefault(row.operation, []).append((max(0.0, seconds), row.outcome == "failed"))
+        return [OperationLatency(operation, len(runs), sum(failed for _, failed in runs),
+                                 _percentile([s for s, _ in runs], 50), _percentile([s for s, _ in runs], 95),
+                                 max(s for s, _ in runs))
+                for operation, runs in sorted(took.items())]
+
+
+def _percentile(values: list[float], percent: float) -> float:
+    """Nearest rank: the smallest value with at least ``percent`` of them at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
 
 
 def _record(row: Any) -> FaultRecord:

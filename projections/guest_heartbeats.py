@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Column, Connection, Float, MetaData, String, Table
+from sqlalchemy import Column, Connection, Float, Index, MetaData, String, Table
 
 from projections.upsert import upsert_statement
 from services.ports import GuestLiveness
@@ -22,6 +22,7 @@ guest_heartbeats = Table(
     Column("service_status", String(64), nullable=False),
     Column("last_seen_at", Float, nullable=False),  # epoch seconds, when the conductor received it
     Column("sent_at", Float, nullable=False),
+    Index("ix_guest_heartbeats_last_seen", "last_seen_at"),  # guests gone silent
 )
 
 

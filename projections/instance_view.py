@@ -74,6 +74,7 @@ instance_view = Table(
     Column("version", BigInteger, nullable=False),
     Column("open_faults", JSON),  # the faults not resolved yet (domain/faults.py); the latest is shown
     Index("ix_instance_view_tenant_page", "tenant_id", "deleted", "created_at", "id"),
+    Index("ix_instance_view_task_created", "task_status", "created_at"),  # builds stuck for too long
 )
 guest_heartbeats.to_metadata(metadata)  # created with the view, so reads can join before the conductor runs
 
@@ -217,7 +218,7 @@ class InstanceViewQueries:
         self._clock = clock
         # Built and compiled once: a show and a list are the API's hottest paths, and building the
         # statements cost more than running them.
-        by_id = self._select().where(instance_view.c.id == bindparam("instance_id"))
+        by_id = self.select_rows().where(instance_view.c.id == bindparam("instance_id"))
         self._by_id = {True: PreparedRead(engine, by_id),
                        False: PreparedRead(engine, by_id.where(instance_view.c.deleted.is_(False)))}
         marked = (select(func.max(write_marks.c.version)).where(write_marks.c.instance_id == instance_view.c.id)
@@ -228,12 +229,12 @@ class InstanceViewQueries:
 
     def get(self, instance_id: str, *, include_deleted: bool = False) -> InstanceRecord | None:
         row = self._by_id[include_deleted].first(instance_id=instance_id)
-        return self._record(row) if row else None
+        return self.record(row) if row else None
 
     def get_marked(self, instance_id: str) -> tuple[InstanceRecord | None, int | None]:
         """The row (deleted or not) and the latest version the API marked as written for it, in one read."""
         row = self._by_id_marked.first(instance_id=instance_id)
-        return (self._record(row), row["marked_version"]) if row else (None, None)
+        return (self.record(row), row["marked_version"]) if row else (None, None)
 
     def page(self, tenant_id: str | None, *, limit: int, marker: str | None = None,
              include_deleted: bool = False) -> list[InstanceRecord]:
@@ -244,10 +245,10 @@ class InstanceViewQueries:
         """
         read = self._pages[(tenant_id is not None, marker is not None, include_deleted)]
         rows = read.all(tenant_id=tenant_id, marker=marker, limit=limit)
-        return [self._record(row) for row in rows]
+        return [self.record(row) for row in rows]
 
     def _page(self, by_tenant: bool, after_marker: bool, include_deleted: bool):  # type: ignore[no-untyped-def]
-        query = self._select()
+        query = self.select_rows()
         if by_tenant:
             query = query.where(instance_view.c.tenant_id == bindparam("tenant_id"))
         if not include_deleted:
@@ -261,13 +262,15 @@ class InstanceViewQueries:
                                          instance_view.c.id > bindparam("marker"))))
         return query.order_by(instance_view.c.created_at, instance_view.c.id).limit(bindparam("limit"))
 
-    def _select(self):  # type: ignore[no-untyped-def]
+    @staticmethod
+    def select_rows():  # type: ignore[no-untyped-def]
+        """The view's rows with their guest's last heartbeat, as every read selects them."""
         return (select(instance_view, guest_heartbeats.c.last_seen_at)
                 .select_from(instance_view.outerjoin(guest_heartbeats,
                                                      guest_heartbeats.c.instance_id == instance_view.c.id)))
 
-    def _record(self, row: Any) -> InstanceRecord:
-        """A record from a row mapping: SQLAlchemy's, or a ``PreparedRead``'s (driver values)."""
+    def record(self, row: Any) -> InstanceRecord:
+        """A record from a ``select_rows`` row mapping: SQLAlchemy's, or a ``PreparedRead``'s (driver values)."""
         row = getattr(row, "_mapping", row)
         task = TaskStatus[row["task_status"]]
         service = ServiceStatus.from_description(row["service_status"])

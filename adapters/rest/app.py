@@ -34,6 +34,12 @@ from adapters.rest.resources.instances import (
 )
 from adapters.rest.resources.limits import LimitsResource
 from adapters.rest.resources.mgmt import MgmtInstanceResource, MgmtInstancesResource, QuotaResource, UsageResource
+from adapters.rest.resources.reports import (
+    FaultReportResource,
+    OperationLatencyResource,
+    SilentGuestsResource,
+    StuckBuildsResource,
+)
 from adapters.rest.resources.versions import (
     HealthcheckResource,
     OpenApiResource,
@@ -44,7 +50,8 @@ from adapters.settings import Settings
 from adapters.sql.write_marks import WriteMarks
 from projections.billing_ledger import BillingQueries
 from projections.catalog_view import CatalogQueries
-from projections.fault_history import FaultQueries
+from projections.fault_history import FaultQueries, OperationReports
+from projections.instance_reports import InstanceReports
 from projections.instance_view import InstanceViewQueries
 from services.instances import InstanceService
 
@@ -53,7 +60,8 @@ TENANT = "/v1.0/{tenant_id}"
 
 def create_app(*, instances: InstanceService, instance_views: InstanceViewQueries, catalog: CatalogQueries,
                authenticator: Authenticator, settings: Settings, write_marks: WriteMarks,
-               billing: BillingQueries, faults: FaultQueries, server_ip: str | None = None) -> falcon.App:
+               billing: BillingQueries, faults: FaultQueries, instance_reports: InstanceReports,
+               operation_reports: OperationReports, server_ip: str | None = None) -> falcon.App:
     """The WSGI app. ``settings`` supplies the region and the read-your-writes bound."""
     app = falcon.App(middleware=[RequestIdMiddleware(), AuthMiddleware(authenticator, server_ip or host_ip())])
     app.req_options.strip_url_path_trailing_slash = True
@@ -91,8 +99,12 @@ def create_app(*, instances: InstanceService, instance_views: InstanceViewQuerie
     route(f"{TENANT}/datastores/{{datastore}}/versions/{{version}}", DatastoreVersionResource(catalog))
     route(f"{TENANT}/limits", LimitsResource(instances))
     route(f"{TENANT}/mgmt/quotas/{{project_id}}", QuotaResource(instances))
-    route(f"{TENANT}/mgmt/instances", MgmtInstancesResource(instance_views))
+    route(f"{TENANT}/mgmt/instances", MgmtInstancesResource(instance_views, instance_reports))
     route(f"{TENANT}/mgmt/instances/{{instance}}", MgmtInstanceResource(instance_views, reads))
     route(f"{TENANT}/mgmt/instances/{{instance}}/faults", MgmtInstanceFaultsResource(faults, reads, instance_views))
     route(f"{TENANT}/mgmt/usage", UsageResource(billing))
+    route(f"{TENANT}/mgmt/reports/stuck-builds", StuckBuildsResource(instance_reports))
+    route(f"{TENANT}/mgmt/reports/silent-guests", SilentGuestsResource(instance_reports))
+    route(f"{TENANT}/mgmt/reports/faults", FaultReportResource(operation_reports))
+    route(f"{TENANT}/mgmt/reports/operation-latency", OperationLatencyResource(operation_reports))
     return app

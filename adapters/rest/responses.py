@@ -99,7 +99,13 @@ class MgmtServer(Schema):
     addresses = fields.List(fields.Nested(Address), required=True)
 
 
+class GuestStatus(Schema):
+    state_description = fields.String(required=True, metadata={"description": "The datastore's status, as its "
+                                                                             "guest last reported it."})
+
+
 class MgmtInstance(InstanceDetail):
+    guest_status = fields.Nested(GuestStatus, required=True)
     deleted = fields.Boolean(required=True)
     deleted_at = fields.String(allow_none=True, required=True)
     service_status = fields.String(required=True)
@@ -272,3 +278,34 @@ class UsageReport(Schema):
 
 class UsageShow(Schema):
     usage = fields.Nested(UsageReport, required=True)
+
+
+class FaultGroup(Schema):
+    datastore = fields.String(required=True, allow_none=True)
+    datastore_version = fields.String(required=True, allow_none=True)
+    message = fields.String(required=True)
+    faults = fields.Integer(required=True)
+    instances = fields.Integer(required=True)
+    first = fields.String(required=True, validate=TIMESTAMP)
+    last = fields.String(required=True, validate=TIMESTAMP)
+
+
+class FaultReport(Schema):
+    start = fields.String(required=True)
+    end = fields.String(required=True)
+    faults = fields.List(fields.Nested(FaultGroup), required=True)
+
+
+class OperationLatency(Schema):
+    operation = fields.String(required=True)
+    count = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    p50_s = fields.Float(required=True)
+    p95_s = fields.Float(required=True)
+    max_s = fields.Float(required=True)
+
+
+class LatencyReport(Schema):
+    start = fields.String(required=True)
+    end = fields.String(required=True)
+    operations = fields.List(fields.Nested(OperationLatency), required=True)

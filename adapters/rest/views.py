@@ -43,8 +43,9 @@ class Links:
         return [{"href": f"{self.prefix}/{API_VERSION}/{self.tenant_id}/{collection}/{item}", "rel": "self"},
                 {"href": f"{self.prefix}/{collection}/{item}", "rel": "bookmark"}]
 
-    def next_page(self, path: str, limit: int, marker: str) -> list[dict[str, str]]:
-        query = urlencode({"limit": limit, "marker": marker})
+    def next_page(self, path: str, limit: int, marker: str, **filters: str | None) -> list[dict[str, str]]:
+        """The ``next`` link; ``filters`` (those that are set) ride along, so the next page is of the same list."""
+        query = urlencode({**{k: v for k, v in filters.items() if v is not None}, "limit": limit, "marker": marker})
         return [{"href": f"{self.prefix}/{API_VERSION}/{self.tenant_id}/{path}?{query}", "rel": "next"}]
 
 
@@ -126,6 +127,7 @@ def mgmt_instance(record: InstanceRecord, links: Links) -> dict[str, Any]:
         "deleted_at": trove_time(record.deleted_at),
         "service_status": record.service_status.api_status,
         "task_description": record.task_status.description,
+        "guest_status": {"state_description": record.service_status.description},
         "server": ({"id": record.server_id, "status": record.server_status, "tenant_id": record.tenant_id,
                     "deleted": record.deleted, "deleted_at": trove_time(record.deleted_at),
                     "addresses": _addresses(record.addresses)} if record.server_id else None),

@@ -30,8 +30,9 @@ from adapters.sql.schema import create_tables
 from adapters.sql.write_marks import WriteMarks
 from projections.catalog_view import CatalogQueries
 from projections.catalog_view import metadata as catalog_metadata
-from projections.fault_history import FaultQueries
+from projections.fault_history import FaultQueries, OperationReports
 from projections.fault_history import metadata as fault_metadata
+from projections.instance_reports import InstanceReports
 from projections.instance_view import InstanceViewQueries
 from projections.instance_view import metadata as instance_metadata
 from services.instances import InstanceService
@@ -61,7 +62,8 @@ def build_api(settings: Settings) -> falcon.App:
     return create_app(instances=instances, instance_views=views, catalog=CatalogQueries(reader),
                       authenticator=build_authenticator(settings), settings=settings,
                       write_marks=WriteMarks(engine), billing=billing_queries(settings),
-                      faults=FaultQueries(reader))
+                      faults=FaultQueries(reader), operation_reports=OperationReports(reader),
+                      instance_reports=InstanceReports(reader, views, settings.agent_heartbeat_expiry_s))
 
 
 class LazyApplication:

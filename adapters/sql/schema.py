@@ -31,6 +31,7 @@ def create_tables(engine: Engine, metadata: MetaData, tables: Sequence[Table] | 
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": schema_lock_key()})
         metadata.create_all(connection, tables=chosen)
         _add_missing_columns(connection, chosen)
+        _add_missing_indexes(connection, chosen)
 
 
 def _add_missing_columns(connection: Connection, tables: Sequence[Table]) -> None:
@@ -52,3 +53,14 @@ def _add_missing_columns(connection: Connection, tables: Sequence[Table]) -> Non
             preparer = connection.dialect.identifier_preparer
             connection.execute(text(f"ALTER TABLE {preparer.format_table(table)} "
                                     f"ADD COLUMN {preparer.format_column(column)} {kind}"))
+
+
+def _add_missing_indexes(connection: Connection, tables: Sequence[Table]) -> None:
+    """Create the indexes a newer release gave a read model that already exists (``create_all`` only
+    indexes the tables it creates)."""
+    inspector = inspect(connection)
+    for table in tables:
+        present = {index["name"] for index in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in present:
+                index.create(connection)

@@ -27,7 +27,8 @@ from adapters.settings import Settings, load_settings
 from adapters.sql.engine import create_sql_engine
 from adapters.sql.write_marks import WriteMarks
 from projections.catalog_view import CatalogQueries, CatalogView
-from projections.fault_history import FaultHistory, FaultQueries
+from projections.fault_history import FaultHistory, FaultQueries, OperationReports
+from projections.instance_reports import InstanceReports
 from projections.instance_view import InstanceView, InstanceViewQueries
 from services.instances import InstanceService
 from tests.support.inline import InlineProjector, record_build_success
@@ -53,7 +54,10 @@ class Api:
         self.app = create_app(instances=self.instances, instance_views=self.views, catalog=CatalogQueries(self.engine),
                               authenticator=authenticator or self.authority, settings=self.settings,
                               write_marks=WriteMarks(self.engine), server_ip="192.0.2.10",
-                              billing=billing_queries(self.settings), faults=FaultQueries(self.engine))
+                              billing=billing_queries(self.settings), faults=FaultQueries(self.engine),
+                              operation_reports=OperationReports(self.engine),
+                              instance_reports=InstanceReports(self.engine, self.views,
+                                                               self.settings.agent_heartbeat_expiry_s))
         self.client = falcon.testing.TestClient(self.app)
         self.user_token = self.token(TENANT, "u1")
         self.admin_token = self.token("admin-project", "root", roles=("admin",))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 import falcon
@@ -11,8 +12,9 @@ from marshmallow import Schema
 
 from adapters.rest.auth import Identity
 from adapters.rest.views import Links
+from domain.billing import window_time
 from domain.context import OperationContext
-from domain.errors import NotFound
+from domain.errors import InvalidRequest, NotFound
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,20 @@ def accepted(resp: falcon.Response) -> None:
     resp.status = falcon.HTTP_202
     resp.content_type = falcon.MEDIA_JSON
     resp.text = ""
+
+
+def time_window(req: falcon.Request) -> tuple[datetime, datetime]:
+    """The ``start`` and ``end`` query parameters: required ISO 8601 times (UTC if naive), end after start."""
+    bounds = []
+    for name in ("start", "end"):
+        value = req.get_param(name)
+        if not value:
+            raise InvalidRequest(f"The '{name}' parameter is required: an ISO 8601 time such as 2026-12-01T00:00:00Z.")
+        try:
+            bounds.append(window_time(value))
+        except ValueError as exc:
+            raise InvalidRequest(f"The '{name}' parameter: {exc}.") from None
+    start, end = bounds
+    if end <= start:
+        raise InvalidRequest("The window's end must be later than its start.")
+    return start, end

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import ClassVar
 
 import falcon
@@ -12,11 +11,13 @@ from adapters.rest import responses, schemas, views
 from adapters.rest.media import load
 from adapters.rest.middleware import require_admin
 from adapters.rest.reads import InstanceReads
-from adapters.rest.resources import Operation, context, identity, instance_id, links
-from adapters.rest.resources.instances import PAGE_QUERY, paged
-from domain.billing import usage_totals, window_time
+from adapters.rest.resources import Operation, context, identity, instance_id, links, time_window
+from adapters.rest.resources.instances import PAGE_QUERY, page_parameters
+from domain.billing import usage_totals
 from domain.errors import InvalidRequest
+from domain.statuses import VISIBLE_STATUSES
 from projections.billing_ledger import BillingQueries
+from projections.instance_reports import InstanceFilter, InstanceReports
 from projections.instance_view import InstanceViewQueries
 from services.instances import InstanceService
 
@@ -65,23 +66,39 @@ class MgmtInstancesResource:
     operations: ClassVar[dict[str, Operation]] = {
         "get": Operation("Every tenant's instances with management fields", response=responses.MgmtInstanceList,
                          admin=True, errors=(400, 401, 403),
-                         query=(*PAGE_QUERY[:2], ("deleted", "boolean", "Include deleted instances."),
-                                ("project_id", "string", "Only this project's instances."))),
+                         query=(*PAGE_QUERY, ("deleted", "boolean", "Include deleted instances."),
+                                ("project_id", "string", "Only this project's instances."),
+                                ("status", "string", "Only instances showing this status (ACTIVE, BUILD, ERROR…)."),
+                                ("datastore", "string", "Only this datastore's instances."))),
     }
 
-    def __init__(self, views_: InstanceViewQueries) -> None:
+    def __init__(self, views_: InstanceViewQueries, reports: InstanceReports) -> None:
         self._views = views_
+        self._reports = reports
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant_id: str) -> None:
         project = req.get_param("project_id") or None
         if project is not None:
             _check_project(project)
-        deleted = req.get_param_as_bool("deleted", default=False)
-        rows, limit, next_marker = paged(self._views, project, req, include_deleted=deleted)
+        status = (req.get_param("status") or "").upper() or None
+        if status is not None and status not in VISIBLE_STATUSES:
+            raise InvalidRequest(f"The 'status' parameter must be one of {', '.join(sorted(VISIBLE_STATUSES))}.")
+        datastore = req.get_param("datastore") or None
+        if datastore is not None and len(datastore) > 64:
+            raise InvalidRequest("The 'datastore' parameter is not a datastore name.")
+        req.get_param_as_bool("include_clustered", default=False)  # accepted, as Trove's; there are no clusters
+        chosen = InstanceFilter(project_id=project, status=status, datastore=datastore,
+                                include_deleted=req.get_param_as_bool("deleted", default=False))
+        limit, marker = page_parameters(req)
+        if marker is not None and (len(marker) > 64 or self._views.get(marker, include_deleted=True) is None):
+            raise InvalidRequest("The 'marker' parameter is not an instance id from a previous page.")
+        rows = self._reports.instances(chosen, limit=limit + 1, marker=marker)
         link = links(req, tenant_id)
-        body: dict[str, object] = {"instances": [views.mgmt_instance(row, link) for row in rows]}
-        if next_marker:
-            body["links"] = link.next_page("mgmt/instances", limit, next_marker)
+        body: dict[str, object] = {"instances": [views.mgmt_instance(row, link) for row in rows[:limit]]}
+        if len(rows) > limit:
+            body["links"] = link.next_page("mgmt/instances", limit, rows[limit - 1].id, project_id=project,
+                                           status=status, datastore=datastore,
+                                           deleted="true" if chosen.include_deleted else None)
         resp.media = body
 
 
@@ -119,22 +136,10 @@ class UsageResource:
         self._billing = billing
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant_id: str) -> None:
-        start, end = _window_bound(req, "start"), _window_bound(req, "end")
-        if end <= start:
-            raise InvalidRequest("The usage window's end must be later than its start.")
+        start, end = time_window(req)
         project = req.get_param("project_id") or None
         if project is not None:
             _check_project(project)
         lines = self._billing.usage(start, end, project)
         resp.media = {"usage": {"start": start.isoformat(), "end": end.isoformat(), "project_id": project,
                                 "instances": [line.as_dict() for line in lines], "totals": usage_totals(lines)}}
-
-
-def _window_bound(req: falcon.Request, name: str) -> datetime:
-    value = req.get_param(name)
-    if not value:
-        raise InvalidRequest(f"The '{name}' parameter is required: an ISO 8601 time such as 2026-12-01T00:00:00Z.")
-    try:
-        return window_time(value)
-    except ValueError as exc:
-        raise InvalidRequest(f"The '{name}' parameter: {exc}.") from None
