@@ -263,6 +263,39 @@ def cmd_billing_report(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.admin_cli import run
+
+    return run(settings, args)
+
+
+def _admin_parser(sub: Any) -> None:
+    admin = sub.add_parser("admin", help="operators' queries of the read models (table or JSON)")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        parser = admin_sub.add_parser(name, help=help_)
+        parser.add_argument("--format", choices=("table", "json"), default="table")
+        parser.set_defaults(func=cmd_admin, admin=name)
+        return parser
+
+    listed = command("instances", "every tenant's instances, filtered")
+    listed.add_argument("--project", help="only this project's")
+    listed.add_argument("--status", type=str.upper, help="only those showing this status (ACTIVE, BUILD, ERROR…)")
+    listed.add_argument("--datastore", help="only this datastore's")
+    listed.add_argument("--deleted", action="store_true", help="include deleted instances")
+    shown = command("show", "one instance with the management fields and its fault history")
+    shown.add_argument("instance_id")
+    stuck = command("stuck-builds", "instances still building longer than --minutes")
+    stuck.add_argument("--minutes", type=float, default=30.0)
+    command("silent-guests", "instances whose guest has sent nothing for agent_heartbeat_expiry")
+    for name, help_ in (("faults", "faults in a window, grouped by datastore version and message"),
+                        ("latency", "operation latency (p50, p95) per operation type in a window")):
+        windowed = command(name, help_)
+        windowed.add_argument("--from", dest="start", required=True, help="ISO 8601 (UTC if no offset)")
+        windowed.add_argument("--to", dest="end", required=True, help="ISO 8601 (UTC if no offset)")
+
+
 def cmd_events_tail(settings: Settings, args: argparse.Namespace) -> int:
     """Print public events as JSON lines, without joining a consumer group."""
     settings = resolve_bootstrap(settings)
@@ -340,6 +373,8 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--to", dest="end", required=True, help="window end, ISO 8601 (UTC if no offset)")
     report.add_argument("--format", choices=("table", "json", "csv"), default="table")
     report.set_defaults(func=cmd_billing_report)
+
+    _admin_parser(sub)
 
     events = sub.add_parser("events", help="read the public event stream")
     events_sub = events.add_subparsers(dest="events_command", required=True)

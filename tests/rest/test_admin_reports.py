@@ -4,6 +4,10 @@ applied inline): the mgmt list's filters, stuck builds, silent guests, faults by
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from projections.instance_reports import InstanceFilter, InstanceReports
 from projections.instance_view import InstanceViewQueries, instance_view, metadata
 from services.ports import GuestLiveness
 from tests.rest.harness import TENANT, Api
+from tests.support.stack import REPO_ROOT
 
 ADMIN = "/v1.0/admin-project"
 TM = OperationContext(request_id="req-tm", tenant_id="system", server_type="taskmanager")
@@ -140,3 +145,37 @@ def test_the_status_filter_selects_exactly_the_rows_that_show_that_status(tmp_pa
         expected = {f"i-{n}" for n, (task, server) in enumerate(combos) if visible_status(task, server) == status}
         assert chosen == expected, status
     engine.dispose()
+
+
+def _admin(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "adapters.cli", "admin", *args], cwd=REPO_ROOT,
+                          env={**os.environ, "TROVE_ES_DATA_DIR": str(data_dir)}, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_the_admin_commands_answer_the_same_questions_from_the_read_models(api: Api, tmp_path: Path) -> None:
+    ids = _seed(api)
+    listed = _admin(tmp_path, "instances", "--status", "error", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["name"], r["fault"]) for r in json.loads(listed.stdout)] == [
+        ("broken-1", "No valid host was found."), ("broken-2", "No valid host was found.")]
+    table = _admin(tmp_path, "instances", "--project", "t2")
+    assert table.returncode == 0 and table.stdout.splitlines()[0].split()[:3] == ["id", "tenant_id", "name"]
+    assert ids["other"] in table.stdout and ids["active"] not in table.stdout
+    [shown] = json.loads(_admin(tmp_path, "show", ids["broken-1"], "--format", "json").stdout)
+    assert shown["status"] == "ERROR" and shown["fault_history"][0]["message"] == "No valid host was found."
+    assert shown["fault_history"][0]["details"].startswith("Server type: taskmanager")
+    window = ("--from", "2000-01-01", "--to", "2100-01-01", "--format", "json")
+    [group] = json.loads(_admin(tmp_path, "faults", *window).stdout)
+    assert (group["faults"], group["datastore_version"]) == (2, "8.0")
+    latency = {r["operation"]: r for r in json.loads(_admin(tmp_path, "latency", *window).stdout)}
+    assert latency["create"]["count"] == 4
+    stuck = json.loads(_admin(tmp_path, "stuck-builds", "--minutes", "0", "--format", "json").stdout)
+    assert [r["name"] for r in stuck] == ["building", "pg"]
+    assert _admin(tmp_path, "silent-guests").stdout.strip() == "(none)"
+    wrong = _admin(tmp_path, "instances", "--status", "sleepy")
+    assert wrong.returncode == 2 and "--status must be one of" in wrong.stderr
+    missing = _admin(tmp_path, "show", "no-such-instance")
+    assert missing.returncode == 1 and "no instance" in missing.stderr
+    backwards = _admin(tmp_path, "faults", "--from", "2100-01-01", "--to", "2000-01-01")
+    assert backwards.returncode == 2 and "later than" in backwards.stderr
