@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 
 from adapters.kafka.broker import EmbeddedBroker
@@ -147,6 +148,10 @@ trove-es is running (data in {settings.data_dir}).
 {self._usage(settings, endpoint)}
 Watch every domain event as it is published:
   .venv/bin/trove-es events tail --from-beginning
+Notifications, in Ceilometer's format, go to {settings.topics.notifications_info} and
+{settings.topics.notifications_error}; billed usage and operators' queries:
+  .venv/bin/trove-es billing report --from {date.today()} --to {date.today() + timedelta(days=1)}
+  .venv/bin/trove-es admin instances --status ERROR
 Press Ctrl-C to stop.
 """, flush=True)
 

@@ -79,3 +79,28 @@ def test_an_owner_sees_the_message_and_an_admin_the_details_of_each_failed_build
     assert "fault_date" in shown and "Flavor's disk is too small" in shown and "fault_details" not in shown
     admins_view = _client(stack, "admin", stack.admin_token).instances.get(guest_failed)
     assert "fault_details" in _printed(admins_view) and "GuestError" in admins_view.fault["details"]
+
+
+def test_a_status_reset_resolves_the_shown_fault_and_a_delete_soft_deletes_the_history(stack: FullStack) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    token = stack.token(tenant, "grace")
+    instance_id = _build(stack, tenant, token, "tiny", flavor="1")
+    code, _, _ = stack.call("POST", f"/v1.0/admin/instances/{instance_id}/action", stack.admin_token,
+                            {"reset_status": {}})
+    assert code == 202
+    stack.wait(lambda: "fault" not in stack.show(tenant, token, instance_id), "the reset to resolve the fault")
+    code, history, _ = stack.call("GET", f"/v1.0/{tenant}/instances/{instance_id}/faults", token)
+    assert code == 200 and [(f["operation"], f["resolved"]) for f in history["faults"]] == [("create", True)]
+    assert history["faults"][0]["details"] is None, "owners never see details"
+
+    code, _, _ = stack.call("DELETE", f"/v1.0/{tenant}/instances/{instance_id}", token)
+    assert code == 202
+    stack.wait_status(tenant, token, instance_id, 404)
+
+    def soft_deleted() -> bool:
+        code, body, _ = stack.call("GET", f"/v1.0/admin/mgmt/instances/{instance_id}/faults", stack.admin_token)
+        return code == 200 and bool(body["faults"]) and all(f["deleted"] for f in body["faults"])
+
+    stack.wait(soft_deleted, "the deleted instance's faults to be soft-deleted")
+    code, _, _ = stack.call("GET", f"/v1.0/{tenant}/instances/{instance_id}/faults", token)
+    assert code == 404, "to its owner a deleted instance is gone, faults and all"

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import func, select
 from sqlalchemy.exc import ProgrammingError
 
@@ -150,17 +150,22 @@ def test_relay_killed_mid_batch_resumes_with_no_gap_and_no_duplicate_effect(stac
     env = {**env, "TROVE_ES_RELAY_BATCH_SIZE": "2000"}
     processes.append(counter_consumer(env, logs))
 
-    position = 0
-    for attempt in range(6):
-        relay_process = relay(env, logs, f"relay-{attempt + 1}")
-        processes.append(relay_process)
-        wait_for(lambda p=position: _relay_position(settings) > p, 60, "the relay to publish a batch", (relay_process,))
-        relay_process.kill9()  # most of a relay's time is spent inside a batch: sent, not yet saved
-        position = _relay_position(settings)
-        # A kill can also land between two batches; kill again until one landed inside a batch (the topic
-        # holds more than the saved position says was published), or nothing is left to publish.
-        if position >= total or len(_topic(settings)) > position:
-            break
+    published = _PublishedCount(settings)
+    try:
+        for attempt in range(6):
+            relay_process = relay(env, logs, f"relay-{attempt + 1}")
+            processes.append(relay_process)
+            # Kill it inside a batch: its messages are on the topic beyond the position it saved. (The end
+            # offsets are read first, so when they exceed the position read after them, a batch was in
+            # flight when the position was read; a kill can still land just after its save, hence retries.)
+            wait_for(lambda: published.count() > _relay_position(settings), 60, "the relay to be inside a batch",
+                     (relay_process,), poll_s=0.005)
+            relay_process.kill9()
+            position = _relay_position(settings)
+            if position >= total or len(_topic(settings)) > position:
+                break
+    finally:
+        published.close()
     relay_process = relay(env, logs, "relay-final")
     processes.append(relay_process)
     wait_for(lambda: _applied_count(settings) >= total, 120, f"{total} events applied", (processes[0], processes[-1]))
@@ -169,6 +174,25 @@ def test_relay_killed_mid_batch_resumes_with_no_gap_and_no_duplicate_effect(stac
     assert set(keys) == {(str(c.id), v) for c in counters_ for v in range(1, c.version + 1)}, "no gap"
     assert len(keys) > len(set(keys)), (
         "a relay killed mid-batch republishes part of the batch, so the topic holds repeats the consumer dropped")
+
+
+class _PublishedCount:
+    """How many messages the events topic holds, from its end offsets (cheap enough to poll tightly)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                                       enable_auto_commit=False)
+        self._topic = settings.topics.events
+
+    def count(self) -> int:
+        partitions = self._consumer.partitions_for_topic(self._topic) or set()
+        if not partitions:
+            return 0
+        ends = self._consumer.end_offsets([TopicPartition(self._topic, p) for p in partitions])
+        return sum(ends.values())
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def _relay_position(settings: Settings) -> int:

@@ -62,7 +62,7 @@ def counter_consumer(env: dict[str, str], log_dir: Path, name: str = "consumer")
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str,
-             processes: tuple[StackProcess, ...] = ()) -> None:
+             processes: tuple[StackProcess, ...] = (), poll_s: float = 0.1) -> None:
     """Poll until ``condition()``; on timeout, fail with the processes' logs. Not a timed assertion:
     the bound is generous and only stops a hung test."""
     deadline = time.monotonic() + timeout
@@ -73,7 +73,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str,
             if not process.alive():
                 raise AssertionError(f"{process.name} exited with {process.process.returncode} while waiting "
                                      f"for {what}; log:\n{process.log()}")
-        time.sleep(0.1)
+        time.sleep(poll_s)
     logs = "\n".join(f"--- {p.name} ---\n{p.log()}" for p in processes)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
 

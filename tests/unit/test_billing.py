@@ -55,3 +55,24 @@ def test_a_window_adds_up_each_segments_overlap_by_instance_and_flavor() -> None
         ("i-1", "2", 1200.0, 2400.0), ("i-1", "3", 1800.0, 9000.0)]
     with pytest.raises(ValueError):
         usage_lines([small], T0, T0)
+
+
+def test_the_report_renders_as_a_table_json_or_csv() -> None:
+    from adapters.billing import render_usage
+
+    small = Segment("t1", "i-1", "postgresql", "2", "m1.small", 2048, 2, T0, T0 + timedelta(minutes=30))
+    lines = usage_lines([small], T0, T0 + timedelta(hours=1))
+    end = T0 + timedelta(hours=1)
+    table = render_usage(lines, T0, end, "table").splitlines()
+    assert table[0].split() == ["tenant_id", "instance_id", "datastore", "flavor_id", "instance_type",
+                                "instance_seconds", "volume_gb_seconds"]
+    assert table[1].split() == ["t1", "i-1", "postgresql", "2", "m1.small", "1800.0", "3600.0"]
+    assert table[-1].startswith("total: 1800 instance-seconds, 3600 volume GB-seconds")
+    as_json = json.loads(render_usage(lines, T0, end, "json"))
+    assert as_json["totals"] == {"instance_seconds": 1800.0, "volume_gb_seconds": 3600.0}
+    assert as_json["usage"][0]["instance_id"] == "i-1"
+    assert render_usage(lines, T0, end, "csv").splitlines() == [
+        "tenant_id,instance_id,datastore,flavor_id,instance_type,instance_seconds,volume_gb_seconds",
+        "t1,i-1,postgresql,2,m1.small,1800.0,3600.0"]
+    with pytest.raises(ValueError):
+        render_usage(lines, T0, end, "xml")
