@@ -72,7 +72,8 @@ def _instance(record: InstanceRecord) -> dict[str, Any]:
     return {"id": record.id, "tenant_id": record.tenant_id, "name": record.name, "status": record.status,
             "operating_status": record.operating_status, "datastore": record.datastore,
             "datastore_version": record.datastore_version, "task": record.task_status.name,
-            "created_at": record.created_at, "fault": record.fault["message"] if record.fault else None}
+            "created_at": record.created_at, "deleted": record.deleted,
+            "fault": record.fault["message"] if record.fault else None}
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
