@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from adapters.bootstrap import read_model_engine
+from adapters.bootstrap import projection_engine, read_model_engine
 from adapters.settings import Settings
 from adapters.sql.engine import read_only
 from domain.billing import window_time
 from domain.statuses import VISIBLE_STATUSES
-from projections.fault_history import FaultQueries, OperationReports
+from projections.fault_history import FaultHistory, FaultQueries, OperationReports
 from projections.instance_reports import InstanceFilter, InstanceReports
 from projections.instance_view import InstanceRecord, InstanceViewQueries
 
@@ -26,10 +26,11 @@ LIMIT = 1000
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     reader = read_only(read_model_engine(settings))
+    faults = read_only(projection_engine(settings, FaultHistory.name))
     views = InstanceViewQueries(reader, settings.agent_heartbeat_expiry_s)
     reports = InstanceReports(reader, views, settings.agent_heartbeat_expiry_s)
     try:
-        rows = _query(args, views, reports, OperationReports(reader), FaultQueries(reader))
+        rows = _query(args, views, reports, OperationReports(faults), FaultQueries(faults))
     except ValueError as exc:
         print(f"trove-es admin {args.admin}: {exc}", file=sys.stderr)
         return 2

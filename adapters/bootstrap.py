@@ -33,6 +33,10 @@ def read_model_engine(settings: Settings) -> Engine:
     return _engine(settings.read_model_url)
 
 
+def projection_engine(settings: Settings, projection: str) -> Engine:
+    return _engine(settings.projection_url(projection))
+
+
 def task_manager_engine(settings: Settings) -> Engine:
     return _engine(settings.task_manager_url)
 
@@ -74,7 +78,7 @@ BACKGROUND_FETCH_WAIT_MS = 500
 
 
 def build_projection_runner(settings: Settings, projection: Projection) -> ConsumerRunner:
-    engine = read_model_engine(settings)
+    engine = projection_engine(settings, projection.name)
     create_tables(engine, projection.metadata)
     return ConsumerRunner(
         name=projection.name,

@@ -30,6 +30,10 @@ class Topics:
     guest_prefix: str = "trove.guest."
 
 
+# Projections with a SQLite file of their own (``Settings.projection_url``).
+OWN_SQLITE_FILE = frozenset({"event-journal", "notifications", "fault-history"})
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("./var")
@@ -74,6 +78,14 @@ class Settings:
     notification_errors_on_info: bool = False
     exists_notification_interval_s: int = 3600
     quota_notification_interval_s: int = 3600
+
+    def projection_url(self, projection: str) -> str:
+        """Where a projection keeps its tables: the read models' database, except that on SQLite the
+        projections nothing reads together with the instance view get a file each beside it, so their
+        writes do not queue behind the instance view's and the API's on one file's write lock."""
+        if projection not in OWN_SQLITE_FILE or not self.read_model_url.startswith("sqlite:///"):
+            return self.read_model_url
+        return f"sqlite:///{Path(self.read_model_url.removeprefix('sqlite:///')).parent / f'{projection}.db'}"
 
     @property
     def quota_defaults(self) -> dict[str, int]:

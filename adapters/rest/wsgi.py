@@ -17,7 +17,7 @@ from typing import Any
 import falcon
 
 from adapters.billing import billing_queries
-from adapters.bootstrap import read_model_engine
+from adapters.bootstrap import projection_engine, read_model_engine
 from adapters.event_store import open_application
 from adapters.rest.app import create_app
 from adapters.rest.auth import Authenticator
@@ -30,7 +30,7 @@ from adapters.sql.schema import create_tables
 from adapters.sql.write_marks import WriteMarks
 from projections.catalog_view import CatalogQueries
 from projections.catalog_view import metadata as catalog_metadata
-from projections.fault_history import FaultQueries, OperationReports
+from projections.fault_history import FaultHistory, FaultQueries, OperationReports
 from projections.fault_history import metadata as fault_metadata
 from projections.instance_reports import InstanceReports
 from projections.instance_view import InstanceViewQueries
@@ -56,13 +56,15 @@ def build_api(settings: Settings) -> falcon.App:
     # The API may start before the projections: their tables must exist for reads to answer at all.
     create_tables(engine, instance_metadata)
     create_tables(engine, catalog_metadata)
-    create_tables(engine, fault_metadata)
+    faults_engine = projection_engine(settings, FaultHistory.name)
+    create_tables(faults_engine, fault_metadata)
+    faults = read_only(faults_engine)
     reader = read_only(engine)
     views = InstanceViewQueries(reader, settings.agent_heartbeat_expiry_s)
     return create_app(instances=instances, instance_views=views, catalog=CatalogQueries(reader),
                       authenticator=build_authenticator(settings), settings=settings,
                       write_marks=WriteMarks(engine), billing=billing_queries(settings),
-                      faults=FaultQueries(reader), operation_reports=OperationReports(reader),
+                      faults=FaultQueries(faults), operation_reports=OperationReports(faults),
                       instance_reports=InstanceReports(reader, views, settings.agent_heartbeat_expiry_s))
 
 

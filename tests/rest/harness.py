@@ -47,15 +47,17 @@ class Api:
                                          quota_defaults=self.settings.quota_defaults, region=self.settings.region)
         self.instances.catalog.seed(CATALOG)
         self.engine = create_sql_engine(self.settings.read_model_url)
-        self.projector = InlineProjector(self.instances, self.engine, [InstanceView(), CatalogView(), FaultHistory()])
+        self.faults_engine = create_sql_engine(self.settings.projection_url(FaultHistory.name))
+        self.projector = InlineProjector(self.instances, self.engine, [InstanceView(), CatalogView(), FaultHistory()],
+                                         engines={FaultHistory.name: self.faults_engine})
         self.projector.catch_up()
         self.authority = LocalTokenAuthority.for_data_dir(data_dir)
         self.views = InstanceViewQueries(self.engine, self.settings.agent_heartbeat_expiry_s)
         self.app = create_app(instances=self.instances, instance_views=self.views, catalog=CatalogQueries(self.engine),
                               authenticator=authenticator or self.authority, settings=self.settings,
                               write_marks=WriteMarks(self.engine), server_ip="192.0.2.10",
-                              billing=billing_queries(self.settings), faults=FaultQueries(self.engine),
-                              operation_reports=OperationReports(self.engine),
+                              billing=billing_queries(self.settings), faults=FaultQueries(self.faults_engine),
+                              operation_reports=OperationReports(self.faults_engine),
                               instance_reports=InstanceReports(self.engine, self.views,
                                                                self.settings.agent_heartbeat_expiry_s))
         self.client = falcon.testing.TestClient(self.app)
@@ -65,6 +67,7 @@ class Api:
     def close(self) -> None:
         self.instances.close()
         self.engine.dispose()
+        self.faults_engine.dispose()
 
     # Requests ----------------------------------------------------------------------------------------
 

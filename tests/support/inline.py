@@ -6,7 +6,7 @@ projection and its queries make of the events, so they apply the same public env
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -21,13 +21,16 @@ from services.instances import InstanceService
 
 
 class InlineProjector:
-    def __init__(self, application: TroveApplication, engine: Engine, projections: Iterable[Projection]) -> None:
+    def __init__(self, application: TroveApplication, engine: Engine, projections: Iterable[Projection],
+                 engines: Mapping[str, Engine] | None = None) -> None:
+        """``engines``: by projection name, a database of its own (as ``Settings.projection_url`` gives
+        some on SQLite); the others use ``engine``."""
         self._app = application
-        self._engine = engine
         self._projections = list(projections)
+        self._engines = {p.name: (engines or {}).get(p.name, engine) for p in self._projections}
         self._position = 0
         for projection in self._projections:
-            create_tables(engine, projection.metadata)
+            create_tables(self._engines[projection.name], projection.metadata)
 
     def catch_up(self) -> int:
         """Apply every event saved since the last call; returns how many."""
@@ -36,10 +39,10 @@ class InlineProjector:
             notifications = self._app.recorder.select_notifications(self._position + 1, 500)
             if not notifications:
                 return applied
-            with Session(self._engine) as session, session.begin():
-                for notification in notifications:
-                    public = to_public_event(self._app.mapper.to_domain_event(notification))
-                    for projection in self._projections:
+            events = [to_public_event(self._app.mapper.to_domain_event(n)) for n in notifications]
+            for projection in self._projections:
+                with Session(self._engines[projection.name]) as session, session.begin():
+                    for public in events:
                         projection.apply(public, session)
             self._position = notifications[-1].id
             applied += len(notifications)

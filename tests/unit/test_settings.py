@@ -77,3 +77,14 @@ def test_the_task_manager_shares_a_postgresql_read_model_database_but_not_a_sqli
     assert embedded.fake_cloud_url == f"sqlite:///{tmp_path.resolve()}/fake_cloud.db"
     production = load_settings({"TROVE_ES_READ_MODEL_URL": "postgresql://trove@db/reads"})
     assert production.task_manager_url == "postgresql://trove@db/reads", "every task manager must share it"
+
+
+def test_on_sqlite_the_projections_read_apart_from_the_instance_view_get_files_of_their_own(tmp_path: Path) -> None:
+    embedded = load_settings({"TROVE_ES_DATA_DIR": str(tmp_path)})
+    assert embedded.projection_url("instance-view") == embedded.read_model_url
+    assert embedded.projection_url("catalog-view") == embedded.read_model_url
+    assert embedded.projection_url("fault-history") == f"sqlite:///{tmp_path / 'fault-history.db'}"
+    assert embedded.projection_url("notifications") == f"sqlite:///{tmp_path / 'notifications.db'}"
+    shared = load_settings({"TROVE_ES_DATA_DIR": str(tmp_path),
+                            "TROVE_ES_READ_MODEL_URL": "postgresql://postgres@127.0.0.1/read"})
+    assert shared.projection_url("fault-history") == shared.read_model_url, "one PostgreSQL database for all"
