@@ -37,6 +37,10 @@ def projection_engine(settings: Settings, projection: str) -> Engine:
     return _engine(settings.projection_url(projection))
 
 
+def marks_database(settings: Settings) -> Engine:
+    return _engine(settings.write_marks_url)
+
+
 def task_manager_engine(settings: Settings) -> Engine:
     return _engine(settings.task_manager_url)
 

@@ -88,6 +88,14 @@ class Settings:
         return f"sqlite:///{Path(self.read_model_url.removeprefix('sqlite:///')).parent / f'{projection}.db'}"
 
     @property
+    def write_marks_url(self) -> str:
+        """Where the API notes the writes it accepted (``adapters/sql/write_marks.py``): beside the instance
+        view, except on SQLite, where a file of their own keeps them off the view's write lock."""
+        if not self.read_model_url.startswith("sqlite:///"):
+            return self.read_model_url
+        return f"sqlite:///{Path(self.read_model_url.removeprefix('sqlite:///')).parent / 'write_marks.db'}"
+
+    @property
     def quota_defaults(self) -> dict[str, int]:
         return {"instances": self.quota_instances, "volumes": self.quota_volumes, "backups": self.quota_backups}
 

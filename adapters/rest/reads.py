@@ -44,7 +44,10 @@ class InstanceReads:
         ``instance_id`` is a path's id as ``resources.instance_id`` checked and normalised it.
         """
         key = instance_id
-        row, marked = self._views.get_marked(key)
+        if self._marks.beside_view:
+            row, marked = self._views.get_marked(key)
+        else:
+            row, marked = self._views.get(key, include_deleted=True), self._marks.marked(key)
         if row is not None and marked is not None and row.version < marked:
             deadline = self._clock() + self._wait_s
             while row is not None and row.version < marked and self._clock() < deadline:

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import falcon
+from sqlalchemy import Engine
 
 from adapters.billing import billing_queries
-from adapters.bootstrap import projection_engine, read_model_engine
+from adapters.bootstrap import marks_database, projection_engine, read_model_engine
 from adapters.event_store import open_application
 from adapters.rest.app import create_app
 from adapters.rest.auth import Authenticator
@@ -35,6 +36,7 @@ from projections.fault_history import metadata as fault_metadata
 from projections.instance_reports import InstanceReports
 from projections.instance_view import InstanceViewQueries
 from projections.instance_view import metadata as instance_metadata
+from projections.instance_view import write_marks as instance_write_marks
 from services.instances import InstanceService
 
 log = logging.getLogger(__name__)
@@ -63,9 +65,15 @@ def build_api(settings: Settings) -> falcon.App:
     views = InstanceViewQueries(reader, settings.agent_heartbeat_expiry_s)
     return create_app(instances=instances, instance_views=views, catalog=CatalogQueries(reader),
                       authenticator=build_authenticator(settings), settings=settings,
-                      write_marks=WriteMarks(engine), billing=billing_queries(settings),
+                      write_marks=write_marks(settings, engine), billing=billing_queries(settings),
                       faults=FaultQueries(faults), operation_reports=OperationReports(faults),
                       instance_reports=InstanceReports(reader, views, settings.agent_heartbeat_expiry_s))
+
+
+def write_marks(settings: Settings, view_engine: Engine) -> WriteMarks:
+    marks_engine = marks_database(settings)
+    create_tables(marks_engine, instance_metadata, tables=[instance_write_marks])
+    return WriteMarks(marks_engine, view=view_engine)
 
 
 class LazyApplication:

@@ -1,9 +1,13 @@
 """The API's note of the writes it accepted, so a client's next read shows them (read your writes).
 
-Each write the API accepts leaves a mark (tenant, instance, version written) in the read-model
-database, beside the instance view. A show reads the row and its mark in one query and waits, within
-the read-your-writes bound, only while the row is older than the mark; a list waits until the view
-holds every fresh mark of its tenant. Marks are bookkeeping, not state: they expire after
+Each write the API accepts leaves a mark (tenant, instance, version written). A show reads the row and
+its mark and waits, within the read-your-writes bound, only while the row is older than the mark; a
+list waits until the view holds every fresh mark of its tenant.
+
+On PostgreSQL the marks live beside the instance view, and a show reads row and mark in one query (one
+round trip). On SQLite they live in a file of their own: a mark is written on every accepted request,
+and in the view's file it waited behind the projections' transactions for the one write lock; two
+local reads cost less than that wait. Marks are bookkeeping, not state: they expire after
 ``horizon_s`` (a view that far behind is an incident, not a read to wait for) and losing one only
 loses the wait.
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Engine, bindparam, delete, or_, select
+from sqlalchemy import Engine, bindparam, delete, func, or_, select
 
 from adapters.sql.engine import read_only
 from projections.instance_view import instance_view, write_marks
@@ -22,20 +26,32 @@ from projections.upsert import upsert_statement
 
 
 class WriteMarks:
-    def __init__(self, engine: Engine, horizon_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: Engine, horizon_s: float = 60.0, clock: Callable[[], float] = time.time, *,
+                 view: Engine | None = None) -> None:
+        """``engine`` holds the marks; ``view``, the instance view's database when it is another one."""
         self._engine = engine
         self._reader = read_only(engine)
         self._horizon_s = horizon_s
         self._clock = clock
-        # Before every list: compiled once.
-        self._behind = PreparedRead(self._reader, select(write_marks.c.instance_id)
-                                    .select_from(write_marks.outerjoin(instance_view,
-                                                                       instance_view.c.id == write_marks.c.instance_id))
-                                    .where(write_marks.c.tenant_id == bindparam("tenant_id"),
-                                           write_marks.c.written_at >= bindparam("since"),
-                                           or_(instance_view.c.version.is_(None),
-                                               instance_view.c.version < write_marks.c.version))
-                                    .limit(1))
+        self.beside_view = view is None or view is engine
+        # Before every list and show: compiled once.
+        if self.beside_view:
+            self._behind = PreparedRead(self._reader, select(write_marks.c.instance_id)
+                                        .select_from(write_marks.outerjoin(
+                                            instance_view, instance_view.c.id == write_marks.c.instance_id))
+                                        .where(write_marks.c.tenant_id == bindparam("tenant_id"),
+                                               write_marks.c.written_at >= bindparam("since"),
+                                               or_(instance_view.c.version.is_(None),
+                                                   instance_view.c.version < write_marks.c.version))
+                                        .limit(1))
+        else:
+            assert view is not None
+            self._fresh = PreparedRead(self._reader, select(write_marks.c.instance_id, write_marks.c.version)
+                                       .where(write_marks.c.tenant_id == bindparam("tenant_id"),
+                                              write_marks.c.written_at >= bindparam("since")))
+            self._view_reader = read_only(view)
+            self._marked = PreparedRead(self._reader, select(func.max(write_marks.c.version).label("version"))
+                                        .where(write_marks.c.instance_id == bindparam("instance_id")))
 
     def mark(self, tenant_id: str, instance_id: str, version: int) -> None:
         now = self._clock()
@@ -48,4 +64,19 @@ class WriteMarks:
 
     def view_is_behind(self, tenant_id: str) -> bool:
         """True while the instance view lacks a fresh write of the tenant's."""
-        return self._behind.first(tenant_id=tenant_id, since=self._clock() - self._horizon_s) is not None
+        since = self._clock() - self._horizon_s
+        if self.beside_view:
+            return self._behind.first(tenant_id=tenant_id, since=since) is not None
+        fresh = {row["instance_id"]: row["version"] for row in self._fresh.all(tenant_id=tenant_id, since=since)}
+        if not fresh:
+            return False
+        with self._view_reader.connect() as connection:
+            seen = dict(connection.execute(select(instance_view.c.id, instance_view.c.version)
+                                           .where(instance_view.c.id.in_(list(fresh)))).all())
+        return any(seen.get(instance_id, 0) < version for instance_id, version in fresh.items())
+
+    def marked(self, instance_id: str) -> int | None:
+        """The latest version written to ``instance_id`` (marks apart from the view only; beside it, the
+        view's ``get_marked`` reads row and mark together)."""
+        row = self._marked.first(instance_id=instance_id)
+        return row["version"] if row else None

@@ -23,9 +23,9 @@ from adapters.rest.app import create_app
 from adapters.rest.auth import Authenticator
 from adapters.rest.errors import FAULT_NAMES
 from adapters.rest.local_tokens import LocalTokenAuthority
+from adapters.rest.wsgi import write_marks
 from adapters.settings import Settings, load_settings
 from adapters.sql.engine import create_sql_engine
-from adapters.sql.write_marks import WriteMarks
 from projections.catalog_view import CatalogQueries, CatalogView
 from projections.fault_history import FaultHistory, FaultQueries, OperationReports
 from projections.instance_reports import InstanceReports
@@ -53,9 +53,10 @@ class Api:
         self.projector.catch_up()
         self.authority = LocalTokenAuthority.for_data_dir(data_dir)
         self.views = InstanceViewQueries(self.engine, self.settings.agent_heartbeat_expiry_s)
+        self.marks = write_marks(self.settings, self.engine)  # as the API wires them: on SQLite, a file apart
         self.app = create_app(instances=self.instances, instance_views=self.views, catalog=CatalogQueries(self.engine),
                               authenticator=authenticator or self.authority, settings=self.settings,
-                              write_marks=WriteMarks(self.engine), server_ip="192.0.2.10",
+                              write_marks=self.marks, server_ip="192.0.2.10",
                               billing=billing_queries(self.settings), faults=FaultQueries(self.faults_engine),
                               operation_reports=OperationReports(self.faults_engine),
                               instance_reports=InstanceReports(self.engine, self.views,

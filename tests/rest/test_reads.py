@@ -8,6 +8,7 @@ import time
 import pytest
 
 from adapters.rest.reads import InstanceReads
+from adapters.sql.engine import create_sql_engine
 from adapters.sql.write_marks import WriteMarks
 from domain.context import OperationContext
 from domain.errors import NotFound
@@ -29,7 +30,7 @@ def test_a_stale_row_is_waited_for_when_the_projection_catches_up(api: Api) -> N
         waits.append(seconds)
         api.projector.catch_up()
 
-    reads = InstanceReads(api.instances, api.views, 5, WriteMarks(api.engine), sleep=sleep)
+    reads = InstanceReads(api.instances, api.views, 5, api.marks, sleep=sleep)
     record = reads.show(created["id"], _context(), admin=False)
     assert record.status == "REBOOT" and len(waits) == 1
     assert record.addresses  # from the view
@@ -44,7 +45,7 @@ def test_a_view_that_stays_behind_is_bypassed_keeping_what_only_it_knows(api: Ap
     def sleep(seconds: float) -> None:
         now[0] += seconds
 
-    reads = InstanceReads(api.instances, api.views, 0.1, WriteMarks(api.engine), clock=lambda: now[0],
+    reads = InstanceReads(api.instances, api.views, 0.1, api.marks, clock=lambda: now[0],
                           sleep=sleep)
     record = reads.show(created["id"], _context(), admin=False)
     assert record.status == "REBOOT"
@@ -55,7 +56,7 @@ def test_a_view_that_stays_behind_is_bypassed_keeping_what_only_it_knows(api: Ap
 def test_strangers_and_deleted_instances_are_not_found(api: Api) -> None:
     created = api.create()
     api.projector.catch_up()
-    reads = InstanceReads(api.instances, api.views, 0, WriteMarks(api.engine))
+    reads = InstanceReads(api.instances, api.views, 0, api.marks)
     with pytest.raises(NotFound):
         reads.show(created["id"], _context("t2"), admin=False)
     assert reads.show(created["id"], _context("t2"), admin=True).tenant_id == TENANT
@@ -80,7 +81,7 @@ def test_strangers_and_deleted_instances_are_not_found(api: Api) -> None:
 
 def _list_reads(api: Api, sleep: object, clock: object = None, wait_s: float = 5) -> InstanceReads:
     kwargs = {"clock": clock} if clock else {}
-    return InstanceReads(api.instances, api.views, wait_s=wait_s, marks=WriteMarks(api.engine), sleep=sleep,
+    return InstanceReads(api.instances, api.views, wait_s=wait_s, marks=api.marks, sleep=sleep,
                          **kwargs)
 
 
@@ -119,13 +120,29 @@ def test_a_list_whose_view_stays_behind_gives_up_at_the_bound(api: Api) -> None:
 
 def test_only_the_tenants_own_fresh_writes_make_a_list_wait(api: Api) -> None:
     api.create(name="elsewhere", tenant="t2", token=api.token("t2", "u2"))
-    marks = WriteMarks(api.engine)
+    marks = api.marks
+    assert not marks.beside_view, "on SQLite the API keeps its marks in a file apart from the view"
     assert not marks.view_is_behind(TENANT)
     assert marks.view_is_behind("t2")
-    assert not WriteMarks(api.engine, clock=lambda: time.time() + 3600).view_is_behind("t2"), \
-        "a mark older than the horizon is not waited for"
+    marks_file = create_sql_engine(api.settings.write_marks_url)
+    later = WriteMarks(marks_file, clock=lambda: time.time() + 3600, view=api.engine)
+    assert not later.view_is_behind("t2"), "a mark older than the horizon is not waited for"
+    marks_file.dispose()
     api.projector.catch_up()
     assert not marks.view_is_behind("t2")
+
+
+def test_marks_beside_the_view_read_row_and_mark_together(api: Api) -> None:
+    created = api.create(name="joined")
+    beside = WriteMarks(api.engine)  # PostgreSQL's arrangement, here on the view's SQLite file
+    assert beside.beside_view
+    beside.mark(TENANT, created["id"], 5)
+    assert beside.view_is_behind(TENANT)
+    api.projector.catch_up()
+    row, marked = api.views.get_marked(created["id"])
+    assert marked == 5 and row is not None and row.version < 5, "the join reads the mark with the row"
+    reads = InstanceReads(api.instances, api.views, 0, beside)
+    assert reads.show(created["id"], _context(), admin=False).version >= 1, "behind the mark: from the aggregate"
 
 
 def test_a_write_that_cannot_be_marked_still_succeeds_once(api: Api) -> None:
