@@ -13,7 +13,7 @@ import threading
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from adapters.kafka.topics import refresh_metadata_promptly, topic_id
+from adapters.kafka.topics import refresh_metadata_promptly, topic_id, track_topic
 from domain.guest_protocol import GuestCommand
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class KafkaGuestChannel:
         with contextlib.suppress(TopicAlreadyExistsError):
             self._admin_client().create_topics({topic: {"num_partitions": 1, "replication_factor": -1}})
         # The producer looks the new topic up now, while the caller records the step, not at the send.
-        self._ready_producer()._metadata.add_topic(topic)
+        track_topic(self._ready_producer(), topic)
         return topic
 
     def exists(self, instance_id: str) -> bool:
@@ -56,7 +56,7 @@ class KafkaGuestChannel:
         # kafka-python 3.0 keeps refreshing metadata only for topics it did not know at their first send:
         # a topic learnt from its first all-topics fetch drops out at the next refresh, and its (empty)
         # batch queue then keeps the sender thread spinning on an "unknown leader" at a full core.
-        producer._metadata.add_topic(topic)
+        track_topic(producer, topic)
         producer.send(topic, key=command.instance_id.encode(), value=command.to_json()).get(timeout=self._timeout)
 
     def _ready_producer(self) -> KafkaProducer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,6 +86,26 @@ def refresh_metadata_promptly(client: KafkaProducer | KafkaConsumer, backoff_ms:
         config["retry_backoff_ms"] = backoff_ms
     else:  # another kafka-python: it keeps its own spacing, which costs latency, not correctness
         log.debug("cannot shorten the metadata refresh spacing of %r", client)
+
+
+_TRACKING = threading.Lock()
+
+
+def track_topic(producer: KafkaProducer, topic: str) -> None:
+    """Have ``producer`` look up and keep refreshing ``topic``'s metadata; safe from any thread.
+
+    kafka-python adds a topic to its tracked set in place, from the sending thread, while its I/O thread
+    may be iterating that set to build a metadata request. The refresh then fails ("Set changed size
+    during iteration") and every send waiting for metadata blocks until ``max_block_ms``: twenty builds
+    at once did this to the task manager. Replacing the set instead leaves an iteration in progress
+    with the old one; the producer's own ``add_topic`` at the send then finds the topic and changes nothing.
+    """
+    metadata = producer._metadata
+    with _TRACKING:
+        if topic in metadata._topics:
+            return
+        metadata._topics = metadata._topics | {topic}
+    metadata.request_update()
 
 
 def partition_of(key: str, partitions: int) -> int:

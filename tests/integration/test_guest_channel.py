@@ -42,3 +42,21 @@ def test_concurrent_commands_to_new_topics_all_arrive_and_stay_known(broker: Emb
         assert unknown == [], "topics the sender would spin on"
     finally:
         channel.close()
+
+
+def test_tracking_a_topic_replaces_the_producers_set_rather_than_changing_the_one_being_read(
+        broker: EmbeddedBroker) -> None:
+    channel = KafkaGuestChannel(broker.bootstrap_servers, f"test-{uuid.uuid4().hex[:8]}.guest.")
+    try:
+        channel.ensure("first")
+        metadata = channel._producer._metadata  # type: ignore[union-attr]
+        being_read = metadata._topics  # what the I/O thread may be iterating for a metadata request
+        before = set(being_read)
+        channel.ensure("second")
+        assert set(being_read) == before, "the set a refresh may be iterating is never changed in place"
+        assert channel.topic("second") in metadata._topics and metadata._topics is not being_read
+        channel.send(protocol.command(protocol.RESTART, "second", "req-2", time.time()))
+        (record,) = read_topic(broker.bootstrap_servers, channel.topic("second"), idle_s=0.3)
+        assert protocol.parse_command(record.value).request_id == "req-2"
+    finally:
+        channel.close()
