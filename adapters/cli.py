@@ -112,6 +112,7 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
     from adapters.compute.fake import FakeCompute
     from adapters.compute.guest_channel import KafkaGuestChannel
     from adapters.kafka.lease import lease_for
+    from adapters.secret_files import guest_secret
     from adapters.sql import work_items
     from adapters.sql.engine import read_only
     from adapters.sql.schema import create_tables
@@ -121,7 +122,8 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
     settings = resolve_bootstrap(settings)
     engine = task_manager_engine(settings)
     instances = _instance_service(settings)
-    guests = KafkaGuestChannel(settings.kafka_bootstrap_servers, settings.topics.guest_prefix)
+    guests = KafkaGuestChannel(settings.kafka_bootstrap_servers, settings.topics.guest_prefix,
+                               guest_secret(settings.data_dir))
     compute = FakeCompute.from_settings(settings, fake_cloud_engine(settings))
     create_tables(engine, work_items.metadata)
     # The consumer below writes items in its own transactions on ``engine``, beside its offsets.
@@ -147,13 +149,14 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_conductor(settings: Settings, _args: argparse.Namespace) -> int:
     from adapters.bootstrap import read_model_engine
+    from adapters.secret_files import guest_secret
     from adapters.sql import guest_ledger
     from adapters.sql.schema import create_tables
     from services.conductor import Conductor
 
     settings = resolve_bootstrap(settings)
     instances = _instance_service(settings)
-    conductor = Conductor(instances, guest_ledger.SqlGuestLedger())
+    conductor = Conductor(instances, guest_ledger.SqlGuestLedger(), secret=guest_secret(settings.data_dir))
     engine = read_model_engine(settings)  # heartbeats are joined into the instance view's reads
     create_tables(engine, guest_ledger.metadata)
     runner = _process_runner(settings, conductor, settings.topics.conductor, settings.conductor_partitions,

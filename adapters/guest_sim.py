@@ -35,6 +35,7 @@ from sqlalchemy import BigInteger, Column, Engine, Float, MetaData, String, Tabl
 
 from adapters.compute.fake import FakeCompute
 from adapters.kafka.topics import UNKNOWN_TOPIC_OR_PARTITION, admin_client, ensure_topic, refresh_metadata_promptly
+from adapters.secret_files import guest_secret
 from adapters.settings import Settings
 from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
@@ -89,7 +90,9 @@ class FakeGuestFleet:
     def __init__(self, *, compute: FakeCompute, engine: Engine, bootstrap_servers: str, guest_prefix: str,
                  conductor_topic: str, conductor_partitions: int = 1, report_interval_s: float = 10.0,
                  action_delay_s: float = 0.0, never_healthy_marker: str | None = NEVER_HEALTHY_MARKER,
-                 scan_s: float = 0.05, clock: Callable[[], float] = time.time) -> None:
+                 scan_s: float = 0.05, clock: Callable[[], float] = time.time, secret: bytes) -> None:
+        """``secret``: the deployment's guest secret; each guest signs with, and believes only, its instance's key."""
+        self._secret = secret
         self._compute = compute
         self._engine = engine
         self._reader = read_only(engine)  # polls and lookups: on SQLite they need not queue behind writers
@@ -116,7 +119,8 @@ class FakeGuestFleet:
         return cls(compute=FakeCompute.from_settings(settings, engine), engine=engine,
                    bootstrap_servers=settings.kafka_bootstrap_servers, guest_prefix=settings.topics.guest_prefix,
                    conductor_topic=settings.topics.conductor, conductor_partitions=settings.conductor_partitions,
-                   report_interval_s=settings.report_interval_s, action_delay_s=settings.fake_compute_delay_s)
+                   report_interval_s=settings.report_interval_s, action_delay_s=settings.fake_compute_delay_s,
+                   secret=guest_secret(settings.data_dir))
 
     def stop(self) -> None:
         self._stop.set()
@@ -257,7 +261,7 @@ class FakeGuestFleet:
 
     def _handle(self, guest: SimulatedGuest, offset: int, raw: bytes) -> None:
         try:
-            command = protocol.parse_command(raw)
+            command = protocol.parse_command(raw, protocol.instance_key(self._secret, guest.instance_id))
         except protocol.GuestProtocolError as exc:
             log.error("guest %s: ignoring malformed command at offset %d: %s", guest.instance_id, offset, exc)
             self._commit(guest, offset)
@@ -326,7 +330,8 @@ class FakeGuestFleet:
 
     def _send(self, guest: SimulatedGuest, value: bytes) -> None:
         assert self._producer is not None
-        self._producer.send(self._conductor_topic, key=guest.instance_id.encode(), value=value)
+        signed = protocol.signed(value, protocol.instance_key(self._secret, guest.instance_id))
+        self._producer.send(self._conductor_topic, key=guest.instance_id.encode(), value=signed)
         self._unflushed = True
 
     def _commit(self, guest: SimulatedGuest, offset: int) -> None:

@@ -11,12 +11,20 @@ order. ``sent_at`` (epoch seconds, the guest's clock) lets the conductor drop me
 the last one it saw for the same (instance, method).
 
 No secret ever appears here: ``prepare`` names the initial users, never their passwords.
+
+Every message is signed with its instance's own key (``instance_key``: derived from a deployment
+secret, so the task manager and the conductor need no key store, and a guest knows only its own):
+an HMAC-SHA256 of the message's canonical JSON in its ``signature`` field. A receiver given a key
+refuses a message whose signature is missing or does not match (``Unauthenticated``), saying which.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +47,44 @@ _COMMAND_ARGS: dict[str, dict[str, type | tuple[type, ...]]] = {
 COMMANDS = frozenset(_COMMAND_ARGS)
 
 
+SIGNATURE = "signature"
+
+
 class GuestProtocolError(ValueError):
     """A message that is not a valid guest protocol message; the text says what is wrong."""
+
+
+class Unauthenticated(GuestProtocolError):
+    """A message not signed with its instance's key: unsigned, or signed with another key, or changed."""
+
+
+def instance_key(deployment_secret: bytes, instance_id: str) -> bytes:
+    """The key of one instance's guest, derived from the deployment's secret."""
+    return hmac.new(deployment_secret, f"trove-es guest key/{instance_id}".encode(), hashlib.sha256).digest()
+
+
+def signed(message: bytes, key: bytes) -> bytes:
+    """``message`` (one of this protocol's ``to_json``) with its signature."""
+    body = json.loads(message)
+    body.pop(SIGNATURE, None)
+    body[SIGNATURE] = _signature(body, key)
+    return _dump(body)
+
+
+def _signature(body: dict[str, Any], key: bytes) -> str:
+    unsigned = {name: value for name, value in body.items() if name != SIGNATURE}
+    return hmac.new(key, _dump(unsigned), hashlib.sha256).hexdigest()
+
+
+def _authenticate(body: dict[str, Any], key: bytes | None) -> None:
+    if key is None:
+        raise Unauthenticated(f"no key is known for instance {body.get('instance_id')!r}")
+    given = body.get(SIGNATURE)
+    if not isinstance(given, str) or not given:
+        raise Unauthenticated("the message is not signed")
+    if not hmac.compare_digest(given, _signature(body, key)):
+        raise Unauthenticated("the signature does not match the instance's key (forged, changed, or another "
+                              "instance's)")
 
 
 @dataclass(frozen=True)
@@ -104,13 +148,13 @@ def prepare(instance_id: str, request_id: str, sent_at: float, *, datastore: str
     built = GuestCommand(PREPARE, instance_id, request_id, sent_at, {
         "datastore": datastore, "datastore_version": datastore_version, "databases": list(databases),
         "users": [_user_name(u) for u in users], "volume_size": volume_size})
-    return parse_command(built.to_json())
+    return _command(_load(built.to_json()))
 
 
 def command(method: str, instance_id: str, request_id: str, sent_at: float, **args: Any) -> GuestCommand:
     """Any command other than ``prepare``, validated as a receiver would."""
     built = GuestCommand(method, instance_id, request_id, sent_at, dict(args))
-    return parse_command(built.to_json())
+    return _command(_load(built.to_json()))
 
 
 def _user_name(user: Any) -> str:
@@ -124,8 +168,17 @@ def _user_name(user: Any) -> str:
 
 # Parsers: what receivers call --------------------------------------------------------------------
 
-def parse_command(raw: bytes | str) -> GuestCommand:
+KeyFor = Callable[[str], bytes | None]
+
+
+def parse_command(raw: bytes | str, key: bytes | None) -> GuestCommand:
+    """A command signed with ``key``, the guest's own."""
     body = _load(raw)
+    _authenticate(body, key)
+    return _command(body)
+
+
+def _command(body: dict[str, Any]) -> GuestCommand:
     if body.get("kind") != "command":
         raise GuestProtocolError(f"not a command (kind {body.get('kind')!r})")
     method = _string(body, "method")
@@ -151,11 +204,13 @@ def parse_command(raw: bytes | str) -> GuestCommand:
                         body["version"])
 
 
-def parse_guest_message(raw: bytes | str) -> GuestMessage:
-    """A heartbeat or a result from a guest; raises ``GuestProtocolError`` for anything else."""
+def parse_guest_message(raw: bytes | str, key_for: KeyFor) -> GuestMessage:
+    """A heartbeat or a result from a guest, signed with its instance's key (``key_for``: instance id →
+    key); raises ``GuestProtocolError`` for anything else."""
     body = _load(raw)
     kind = body.get("kind")
     instance_id = _string(body, "instance_id")
+    _authenticate(body, key_for(instance_id))
     if kind == HEARTBEAT:
         description = _string(body, "service_status")
         try:

@@ -57,23 +57,35 @@ class ConductorStats:
     status_changes: int = 0
     operations_closed: int = 0
     unknown_instances: int = 0
+    unauthenticated: int = 0  # refused: unsigned, or not signed with their instance's key
 
 
 class Conductor:
     name = "conductor"
 
-    def __init__(self, instances: InstanceService, ledger: GuestLedger, *, reconcile_s: float = 60.0,
+    def __init__(self, instances: InstanceService, ledger: GuestLedger, *, secret: bytes, reconcile_s: float = 60.0,
                  server_ip: str | None = None, clock: Callable[[], float] = time.time) -> None:
+        """``secret``: the deployment's guest secret; a message counts only if signed with its instance's key."""
         self.instances = instances
+        self._secret = secret
         self.ledger = ledger
         self.reconcile_s = reconcile_s
         self.server_ip = server_ip or local_ip()
         self._clock = clock
         self.stats = ConductorStats()
 
-    @staticmethod
-    def decode(raw: bytes) -> GuestMessage:
-        return protocol.parse_guest_message(raw)
+    def decode(self, raw: bytes) -> GuestMessage:
+        """A guest's message, or ``GuestProtocolError`` with why not: the runner dead-letters it with that
+        reason, so a forged or unsigned message is refused, recorded, and changes nothing."""
+        try:
+            return protocol.parse_guest_message(raw, self._key_for)
+        except protocol.Unauthenticated as exc:
+            self.stats.unauthenticated += 1
+            log.warning("conductor refused a guest message: %s", exc)
+            raise
+
+    def _key_for(self, instance_id: str) -> bytes:
+        return protocol.instance_key(self._secret, instance_id)
 
     def apply(self, message: GuestMessage, transaction: Any) -> None:
         self.apply_batch([message], transaction)

@@ -14,6 +14,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from adapters.kafka.topics import refresh_metadata_promptly, topic_id, track_topic
+from domain import guest_protocol as protocol
 from domain.guest_protocol import GuestCommand
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,10 @@ log = logging.getLogger(__name__)
 class KafkaGuestChannel:
     """The ``GuestChannel`` on Kafka: one single-partition command topic per instance."""
 
-    def __init__(self, bootstrap_servers: str, prefix: str, send_timeout_s: float = 15.0) -> None:
+    def __init__(self, bootstrap_servers: str, prefix: str, secret: bytes, send_timeout_s: float = 15.0) -> None:
+        """``secret``: the deployment's guest secret; each command is signed with its instance's key."""
         self._bootstrap = bootstrap_servers
+        self._secret = secret
         self._prefix = prefix
         self._timeout = send_timeout_s
         # Admin clients are not thread-safe and the task manager runs steps on a pool: one per thread,
@@ -57,7 +60,8 @@ class KafkaGuestChannel:
         # a topic learnt from its first all-topics fetch drops out at the next refresh, and its (empty)
         # batch queue then keeps the sender thread spinning on an "unknown leader" at a full core.
         track_topic(producer, topic)
-        producer.send(topic, key=command.instance_id.encode(), value=command.to_json()).get(timeout=self._timeout)
+        value = protocol.signed(command.to_json(), protocol.instance_key(self._secret, command.instance_id))
+        producer.send(topic, key=command.instance_id.encode(), value=value).get(timeout=self._timeout)
 
     def _ready_producer(self) -> KafkaProducer:
         with self._lock:

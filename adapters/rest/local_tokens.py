@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from adapters.rest.auth import Identity, InvalidToken
+from adapters.secret_files import load_or_create_key
 
 PREFIX = "tes1"
 KEY_FILE_NAME = "token.key"
@@ -28,37 +27,6 @@ DEFAULT_TTL_S = 24 * 3600
 # Anything longer is not one of ours; refusing early bounds the work a garbage header can cause.
 MAX_TOKEN_LENGTH = 4096
 VERIFIED_CACHE_SIZE = 10_000
-
-
-def load_or_create_key(data_dir: Path) -> bytes:
-    """The deployment's signing key, created (0600) if this is the first use.
-
-    Written to a private temporary file and hard-linked into place, so two processes starting together
-    never see a half-written key: one link wins and the other reads the winner's key.
-    """
-    path = data_dir / KEY_FILE_NAME
-    try:
-        return _read_key(path)
-    except FileNotFoundError:
-        pass
-    data_dir.mkdir(parents=True, exist_ok=True)
-    temporary = data_dir / f".{KEY_FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_hex(32) + "\n")
-        with contextlib.suppress(FileExistsError):  # another process made the key first: use theirs
-            os.link(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return _read_key(path)
-
-
-def _read_key(path: Path) -> bytes:
-    key = path.read_text().strip()
-    if len(key) < 32:
-        raise ValueError(f"the token signing key {path} is too short; delete it to have a new one made")
-    return key.encode()
 
 
 class LocalTokenAuthority:
@@ -75,7 +43,7 @@ class LocalTokenAuthority:
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> LocalTokenAuthority:
-        return cls(load_or_create_key(data_dir))
+        return cls(load_or_create_key(data_dir, KEY_FILE_NAME))
 
     def issue(self, *, project_id: str, user_id: str, roles: Iterable[str] = (), ttl_s: int = DEFAULT_TTL_S) -> str:
         if not project_id or not user_id:

@@ -10,8 +10,9 @@ import uuid
 
 import pytest
 
-from adapters.rest.local_tokens import LocalTokenAuthority, load_or_create_key
+from adapters.rest.local_tokens import KEY_FILE_NAME, LocalTokenAuthority
 from adapters.rest.middleware import REQUEST_ID_HEADER
+from adapters.secret_files import load_or_create_key
 from tests.e2e.full_stack import FullStack
 
 pytestmark = pytest.mark.integration
@@ -146,7 +147,8 @@ def test_auth_matrix(stack: FullStack) -> None:
 
     assert stack.call("GET", instance)[0] == 401
     assert stack.call("GET", instance, "not-a-token")[0] == 401
-    an_hour_ago = LocalTokenAuthority(load_or_create_key(stack.data_dir), clock=lambda: time.time() - 3600)
+    an_hour_ago = LocalTokenAuthority(load_or_create_key(stack.data_dir, KEY_FILE_NAME),
+                                      clock=lambda: time.time() - 3600)
     expired = an_hour_ago.issue(project_id=tenant, user_id="alice", ttl_s=60)
     assert stack.call("GET", instance, expired)[0] == 401
     code, forbidden, _ = stack.call("GET", instance, other_token)

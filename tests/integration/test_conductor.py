@@ -22,7 +22,7 @@ from adapters.kafka.broker import EmbeddedBroker
 from adapters.kafka.consumer import ConsumerRunner
 from adapters.sql import guest_ledger
 from adapters.sql.schema import create_tables
-from domain.guest_protocol import Heartbeat, Result
+from domain.guest_protocol import Heartbeat, Result, instance_key, signed
 from domain.statuses import ServiceStatus, TaskStatus
 from projections.guest_heartbeats import guest_heartbeats
 from services.conductor import Conductor
@@ -30,6 +30,12 @@ from tests.support.stack import read_topic, wait_for
 from tests.support.trove_processes import WriteSide, write_side
 
 pytestmark = pytest.mark.integration
+
+SECRET = b"the deployment's guest secret, for these tests"
+
+
+def key_of(instance_id: str) -> bytes:
+    return instance_key(SECRET, instance_id)
 
 
 @dataclass
@@ -40,7 +46,7 @@ class Running:
 
     def send(self, *messages: Heartbeat | Result | bytes, key: str) -> None:
         for message in messages:
-            value = message if isinstance(message, bytes) else message.to_json()
+            value = message if isinstance(message, bytes) else signed(message.to_json(), key_of(message.instance_id))
             self.producer.send(self.side.settings.topics.conductor, key=key.encode(), value=value)
         self.producer.flush()
 
@@ -90,12 +96,13 @@ def side(tmp_path: Path, broker: EmbeddedBroker, postgres_url: str) -> Iterator[
 def strict(side: WriteSide) -> Iterator[Running]:
     # reconcile_s=0: every heartbeat is checked against the aggregate, none trusted from the cache.
     yield from _running(side, Conductor(side.instances, guest_ledger.SqlGuestLedger(), reconcile_s=0.0,
-                                        server_ip="198.51.100.9"))
+                                        server_ip="198.51.100.9", secret=SECRET))
 
 
 @pytest.fixture
 def cached(side: WriteSide) -> Iterator[Running]:
-    yield from _running(side, Conductor(side.instances, guest_ledger.SqlGuestLedger(), reconcile_s=3600.0))
+    yield from _running(side, Conductor(side.instances, guest_ledger.SqlGuestLedger(), reconcile_s=3600.0,
+                                        secret=SECRET))
 
 
 def _status_events(side: WriteSide, instance_id: str) -> list[str]:
@@ -194,8 +201,8 @@ def test_results_close_only_the_operation_they_answer(strict: Running) -> None:
 def test_malformed_messages_are_dead_lettered_with_the_reason(strict: Running) -> None:
     side = strict.side
     instance_id = side.create()
-    strict.send(b"{not json", b'{"version": 1, "kind": "heartbeat", "instance_id": "x", "service_status": "fine",'
-                              b' "sent_at": 1}', key=instance_id)
+    strict.send(b"{not json", signed(b'{"version": 1, "kind": "heartbeat", "instance_id": "x", '
+                                     b'"service_status": "fine", "sent_at": 1}', key_of("x")), key=instance_id)
     strict.processed_up_to(instance_id, 5.0, "new")
     wait_for(lambda: len(read_topic(side.settings.kafka_bootstrap_servers, side.settings.topics.dead_letter,
                                     idle_s=0.5)) >= 2, 60, "two dead letters")
@@ -203,3 +210,22 @@ def test_malformed_messages_are_dead_lettered_with_the_reason(strict: Running) -
                for r in read_topic(side.settings.kafka_bootstrap_servers, side.settings.topics.dead_letter)}
     assert any("not JSON" in reason for reason in reasons)
     assert any("unknown service status 'fine'" in reason for reason in reasons)
+
+
+
+def test_an_unsigned_or_forged_message_is_refused_recorded_and_changes_nothing(strict: Running) -> None:
+    side = strict.side
+    instance_id = side.create()
+    before = side.event_types(instance_id)
+    healthy = Heartbeat(instance_id, "healthy", 2.0).to_json()
+    other_key = signed(healthy, key_of("another-instance"))  # a guest speaking for an instance not its own
+    tampered = signed(Heartbeat(instance_id, "shutdown", 3.0).to_json(), key_of(instance_id)).replace(
+        b"shutdown", b"healthy")
+    strict.send(healthy, other_key, tampered, key=instance_id)
+    strict.processed_up_to(instance_id, 5.0, "new")
+    assert side.event_types(instance_id) == before, "no status change came of them"
+    assert strict.conductor.stats.unauthenticated == 3
+    reasons = [dict(r.headers)["reason"].decode()
+               for r in read_topic(side.settings.kafka_bootstrap_servers, side.settings.topics.dead_letter)]
+    assert sum("not signed" in reason for reason in reasons) == 1, reasons
+    assert sum("signature does not match" in reason for reason in reasons) == 2, reasons

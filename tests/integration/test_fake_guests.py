@@ -35,7 +35,8 @@ def test_a_server_without_a_topic_is_looked_at_again_only_after_the_recheck_inte
     now = [1000.0]
     compute = FakeCompute(engine, clock=lambda: now[0])
     fleet = FakeGuestFleet(compute=compute, engine=engine, bootstrap_servers=broker.bootstrap_servers,
-                           guest_prefix="test.guest.", conductor_topic="test.conductor", clock=lambda: now[0])
+                           guest_prefix="test.guest.", conductor_topic="test.conductor", clock=lambda: now[0],
+                           secret=b"test secret")
     compute.create(ServerSpec(instance_id="orphan", name="db", flavor={"id": "2"}, volume_size=1))
     admin = CountingAdmin(KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers))
     newcomers, settled = (KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=None)

@@ -17,9 +17,11 @@ from tests.support.stack import read_topic
 
 pytestmark = pytest.mark.integration
 
+SECRET = b"test guest secret"
+
 
 def test_concurrent_commands_to_new_topics_all_arrive_and_stay_known(broker: EmbeddedBroker) -> None:
-    channel = KafkaGuestChannel(broker.bootstrap_servers, f"test-{uuid.uuid4().hex[:8]}.guest.")
+    channel = KafkaGuestChannel(broker.bootstrap_servers, f"test-{uuid.uuid4().hex[:8]}.guest.", SECRET)
     instances = [f"instance-{i}" for i in range(16)]
 
     def command(instance_id: str) -> None:
@@ -31,7 +33,8 @@ def test_concurrent_commands_to_new_topics_all_arrive_and_stay_known(broker: Emb
             list(pool.map(command, instances))
         for instance_id in instances:
             (record,) = read_topic(broker.bootstrap_servers, channel.topic(instance_id), idle_s=0.3)
-            assert protocol.parse_command(record.value).request_id == f"req-{instance_id}"
+            assert protocol.parse_command(record.value, protocol.instance_key(SECRET, instance_id)).request_id \
+                == f"req-{instance_id}", "each command signed with its own instance's key"
         producer = channel._producer
         assert producer is not None
         producer._metadata.request_update()
@@ -46,7 +49,7 @@ def test_concurrent_commands_to_new_topics_all_arrive_and_stay_known(broker: Emb
 
 def test_tracking_a_topic_replaces_the_producers_set_rather_than_changing_the_one_being_read(
         broker: EmbeddedBroker) -> None:
-    channel = KafkaGuestChannel(broker.bootstrap_servers, f"test-{uuid.uuid4().hex[:8]}.guest.")
+    channel = KafkaGuestChannel(broker.bootstrap_servers, f"test-{uuid.uuid4().hex[:8]}.guest.", SECRET)
     try:
         channel.ensure("first")
         metadata = channel._producer._metadata  # type: ignore[union-attr]
@@ -57,6 +60,8 @@ def test_tracking_a_topic_replaces_the_producers_set_rather_than_changing_the_on
         assert channel.topic("second") in metadata._topics and metadata._topics is not being_read
         channel.send(protocol.command(protocol.RESTART, "second", "req-2", time.time()))
         (record,) = read_topic(broker.bootstrap_servers, channel.topic("second"), idle_s=0.3)
-        assert protocol.parse_command(record.value).request_id == "req-2"
+        assert protocol.parse_command(record.value, protocol.instance_key(SECRET, "second")).request_id == "req-2"
+        with pytest.raises(protocol.Unauthenticated):
+            protocol.parse_command(record.value, protocol.instance_key(SECRET, "first"))
     finally:
         channel.close()

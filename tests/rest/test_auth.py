@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from adapters.rest.auth import InvalidToken
-from adapters.rest.local_tokens import KEY_FILE_NAME, LocalTokenAuthority, load_or_create_key
+from adapters.rest.local_tokens import KEY_FILE_NAME, LocalTokenAuthority
+from adapters.secret_files import load_or_create_key
 from tests.rest.harness import TENANT, Api
 from tests.support.stack import REPO_ROOT
 
@@ -28,7 +29,7 @@ TENANT_ROUTES = [
 
 @pytest.mark.parametrize(("method", "path"), TENANT_ROUTES)
 def test_tenant_routes_need_a_valid_token(api: Api, method: str, path: str) -> None:
-    key = load_or_create_key(api.settings.data_dir)
+    key = load_or_create_key(api.settings.data_dir, KEY_FILE_NAME)
     expired = LocalTokenAuthority(key, clock=lambda: time.time() - 7200).issue(project_id=TENANT, user_id="u1",
                                                                                  ttl_s=3600)
     forged = LocalTokenAuthority(b"another-deployment-key-0123456789abcdef").issue(project_id=TENANT, user_id="u1")
@@ -102,10 +103,10 @@ def test_tokens_are_never_stored(api: Api) -> None:
 
 
 def test_the_key_file_is_private_and_shared(tmp_path: Path) -> None:
-    key = load_or_create_key(tmp_path)
+    key = load_or_create_key(tmp_path, KEY_FILE_NAME)
     mode = stat.S_IMODE((tmp_path / KEY_FILE_NAME).stat().st_mode)
     assert mode == 0o600
-    assert load_or_create_key(tmp_path) == key
+    assert load_or_create_key(tmp_path, KEY_FILE_NAME) == key
     assert not [p for p in tmp_path.iterdir() if p.name != KEY_FILE_NAME]
 
 
@@ -123,7 +124,7 @@ def test_a_tampered_token_is_refused(tmp_path: Path) -> None:
 
 def test_a_token_verified_once_still_expires(tmp_path: Path) -> None:
     now = [1_000_000.0]
-    authority = LocalTokenAuthority(load_or_create_key(tmp_path), clock=lambda: now[0])
+    authority = LocalTokenAuthority(load_or_create_key(tmp_path, KEY_FILE_NAME), clock=lambda: now[0])
     token = authority.issue(project_id="p", user_id="u", ttl_s=60)
     assert authority.authenticate(token).project_id == "p"
     assert authority.authenticate(token).project_id == "p"  # from the cache of verified tokens

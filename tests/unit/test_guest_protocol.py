@@ -7,8 +7,32 @@ import json
 import pytest
 
 from domain import guest_protocol as protocol
-from domain.guest_protocol import GuestProtocolError, Heartbeat, Result, parse_command, parse_guest_message
+from domain.guest_protocol import (
+    GuestProtocolError,
+    Heartbeat,
+    Result,
+    Unauthenticated,
+    instance_key,
+    parse_command,
+    parse_guest_message,
+    signed,
+)
 from domain.statuses import ServiceStatus
+
+SECRET = b"a deployment's guest secret"
+KEY = instance_key(SECRET, "i-1")
+
+
+def key_for(instance_id: str) -> bytes:
+    return instance_key(SECRET, instance_id)
+
+
+def _sign(raw: bytes) -> bytes:
+    """Signed with i-1's key when it is a JSON object at all (the structure is what these tests check)."""
+    try:
+        return signed(raw, KEY) if isinstance(json.loads(raw), dict) else raw
+    except ValueError:
+        return raw
 
 
 def test_prepare_round_trips_and_never_carries_a_password() -> None:
@@ -17,7 +41,7 @@ def test_prepare_round_trips_and_never_carries_a_password() -> None:
                                volume_size=2)
     raw = command.to_json()
     assert b"s3cret" not in raw and b"password" not in raw
-    parsed = parse_command(raw)
+    parsed = parse_command(signed(raw, KEY), KEY)
     assert parsed == command
     assert (parsed.method, parsed.request_id, parsed.args["users"]) == ("prepare", "req-1", ["app_user", "other"])
     assert json.loads(raw)["version"] == protocol.PROTOCOL_VERSION
@@ -29,15 +53,15 @@ def test_prepare_round_trips_and_never_carries_a_password() -> None:
 ])
 def test_every_command_round_trips(method: str, args: dict) -> None:
     command = protocol.command(method, "i-1", "req-9", 1.0, **args)
-    assert parse_command(command.to_json()) == command
+    assert parse_command(signed(command.to_json(), KEY), KEY) == command
 
 
 def test_guest_messages_round_trip() -> None:
     beat = Heartbeat("i-1", "healthy", 100.0)
-    assert parse_guest_message(beat.to_json()) == beat
+    assert parse_guest_message(signed(beat.to_json(), KEY), key_for) == beat
     assert beat.status is ServiceStatus.HEALTHY and beat.method == "heartbeat"
     result = Result("i-1", "restart", "req-2", False, 101.0, "mysqld did not start", ("Traceback", "Error"))
-    assert parse_guest_message(result.to_json()) == result
+    assert parse_guest_message(signed(result.to_json(), KEY), key_for) == result
 
 
 def _body(**changes: object) -> bytes:
@@ -63,7 +87,7 @@ def _body(**changes: object) -> bytes:
 ])
 def test_malformed_guest_messages_are_refused_with_a_reason(raw: bytes, reason: str) -> None:
     with pytest.raises(GuestProtocolError, match=reason):
-        parse_guest_message(raw)
+        parse_guest_message(_sign(raw), key_for)
 
 
 @pytest.mark.parametrize(("body", "reason"), [
@@ -82,10 +106,31 @@ def test_malformed_commands_are_refused_with_a_reason(body: dict, reason: str) -
                "sent_at": 1.0, "args": {}}
     command.update(body)
     with pytest.raises(GuestProtocolError, match=reason):
-        parse_command(json.dumps(command).encode())
+        parse_command(_sign(json.dumps(command).encode()), KEY)
 
 
 def test_a_prepare_user_without_a_name_is_refused() -> None:
     with pytest.raises(GuestProtocolError, match="non-empty name"):
         protocol.prepare("i-1", "r", 1.0, datastore="mysql", datastore_version="8.0", databases=[],
                          users=[{"password": "p"}], volume_size=None)
+
+
+
+def test_only_a_message_signed_with_its_instances_key_is_believed() -> None:
+    beat = Heartbeat("i-1", "healthy", 1.0).to_json()
+    with pytest.raises(Unauthenticated, match="not signed"):
+        parse_guest_message(beat, key_for)
+    with pytest.raises(Unauthenticated, match="does not match"):
+        parse_guest_message(signed(beat, instance_key(SECRET, "i-2")), key_for)  # another guest's key
+    with pytest.raises(Unauthenticated, match="does not match"):
+        parse_guest_message(signed(beat, instance_key(b"another deployment", "i-1")), key_for)
+    tampered = signed(beat, KEY).replace(b"healthy", b"crashed")
+    with pytest.raises(Unauthenticated, match="does not match"):
+        parse_guest_message(tampered, key_for)
+    with pytest.raises(Unauthenticated, match="no key is known"):
+        parse_guest_message(signed(beat, KEY), lambda _instance: None)
+    command = protocol.command(protocol.RESTART, "i-1", "req-1", 1.0).to_json()
+    with pytest.raises(Unauthenticated):
+        parse_command(command, KEY)
+    assert parse_command(signed(command, KEY), KEY).request_id == "req-1"
+    assert instance_key(SECRET, "i-1") != instance_key(SECRET, "i-2") and len(KEY) == 32
