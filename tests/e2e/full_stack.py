@@ -57,6 +57,18 @@ class FullStack(ApiClient):
         code, body, _ = self.call("GET", f"/v1.0/{tenant}/instances/{instance_id}", token)
         return body["instance"] if code == 200 else code
 
+    def create(self, tenant: str, token: str, name: str, *, flavor: str = "2", size: int = 1,
+               datastore: str = "mysql", status: str | None = "ACTIVE") -> str:
+        """Create an instance through the API and, unless ``status`` is None, wait for it to show ``status``."""
+        body = {"instance": {"name": name, "flavorRef": flavor, "volume": {"size": size},
+                             "datastore": {"type": datastore}}}
+        code, created, _ = self.call("POST", f"/v1.0/{tenant}/instances", token, body)
+        assert code == 200, created
+        instance_id = created["instance"]["id"]
+        if status is not None:
+            self.wait_status(tenant, token, instance_id, status, timeout=90)
+        return instance_id
+
     def wait_status(self, tenant: str, token: str, instance_id: str, status: str | int,
                     timeout: float = 60) -> dict[str, Any] | int:
         def reached() -> bool:

@@ -23,11 +23,7 @@ def test_the_billing_report_bills_each_flavor_and_agrees_with_the_exists_periods
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     token = stack.token(tenant, "dave")
     started = datetime.now(UTC) - timedelta(seconds=1)
-    body = {"instance": {"name": "ledger", "flavorRef": "2", "volume": {"size": 2}, "datastore": {"type": "mysql"}}}
-    code, created, _ = stack.call("POST", f"/v1.0/{tenant}/instances", token, body)
-    assert code == 200, created
-    instance_id = created["instance"]["id"]
-    stack.wait_status(tenant, token, instance_id, "ACTIVE")
+    instance_id = stack.create(tenant, token, "ledger", size=2)
     interval = int(STACK_SETTINGS["TROVE_ES_EXISTS_NOTIFICATION_INTERVAL_S"])
     _notifications(stack, _usage_of(instance_id, {"trove.instance.exists"}), expected=2)  # a few periods go by
     code, _, _ = stack.call("POST", f"/v1.0/{tenant}/instances/{instance_id}/action", token,

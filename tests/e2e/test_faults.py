@@ -27,7 +27,7 @@ def _build(stack: FullStack, tenant: str, token: str, name: str, flavor: str = "
     body = {"instance": {"name": name, "flavorRef": flavor, "volume": {"size": 1}, "datastore": {"type": "mysql"}}}
     code, created, _ = stack.call("POST", f"/v1.0/{tenant}/instances", token, body)
     assert code == 200, created
-    assert "fault" not in created["instance"]
+    assert "fault" not in created["instance"], "a create just accepted has no fault yet"
     stack.wait_status(tenant, token, created["instance"]["id"], "ERROR", timeout=90)
     return created["instance"]["id"]
 

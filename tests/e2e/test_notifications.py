@@ -91,12 +91,7 @@ def test_create_and_restart_notify_start_and_end_and_a_failed_build_notifies_an_
 def test_billing_sees_create_once_healthy_and_delete_once_released(stack: FullStack) -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     token = stack.token(tenant, "bob")
-    body = {"instance": {"name": "billed", "flavorRef": "2", "volume": {"size": 2},
-                         "datastore": {"type": "postgresql"}}}
-    code, created, _ = stack.call("POST", f"/v1.0/{tenant}/instances", token, body)
-    assert code == 200, created
-    instance_id = created["instance"]["id"]
-    stack.wait_status(tenant, token, instance_id, "ACTIVE")
+    instance_id = stack.create(tenant, token, "billed", size=2, datastore="postgresql")
     code, _, _ = stack.call("DELETE", f"/v1.0/{tenant}/instances/{instance_id}", token)
     assert code == 202
     stack.wait_status(tenant, token, instance_id, 404)
@@ -115,12 +110,7 @@ def test_billing_sees_create_once_healthy_and_delete_once_released(stack: FullSt
 def test_each_live_instance_gets_contiguous_exists_periods_and_each_tenant_its_quota(stack: FullStack) -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     token = stack.token(tenant, "carol")
-    body = {"instance": {"name": "metered", "flavorRef": "2", "volume": {"size": 3},
-                         "datastore": {"type": "mysql"}}}
-    code, created, _ = stack.call("POST", f"/v1.0/{tenant}/instances", token, body)
-    assert code == 200, created
-    instance_id = created["instance"]["id"]
-    stack.wait_status(tenant, token, instance_id, "ACTIVE")
+    instance_id = stack.create(tenant, token, "metered", size=3)
 
     interval = int(STACK_SETTINGS["TROVE_ES_EXISTS_NOTIFICATION_INTERVAL_S"])
     exists = _notifications(stack, _usage_of(instance_id, {"trove.instance.exists"}), expected=3)
