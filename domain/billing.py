@@ -154,6 +154,8 @@ def window_time(value: str) -> datetime:
     meaning UTC), as aware UTC."""
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     except ValueError:
         raise ValueError(f"{value!r} is not an ISO 8601 time such as 2026-12-01T00:00:00Z") from None
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:  # a valid time whose UTC falls outside year 1 to 9999
+        raise ValueError(f"{value!r} is outside the years 1 to 9999 in UTC") from None

@@ -61,6 +61,7 @@ def test_mgmt_usage_reports_the_billing_ledger_to_admins_only(api: Api) -> None:
         "instances"] == []
     assert api.get(f"/v1.0/{TENANT}/mgmt/usage", params=window).status_code == 403
     for bad in ({"start": window["start"]}, {**window, "end": "yesterday"}, {**window, "end": window["start"]},
-                {**window, "project_id": "not a project"}):
+                {**window, "project_id": "not a project"}, {**window, "start": "0001-01-01T00:00:00+01:00"},
+                {**window, "end": "9999-12-31T23:59:59-01:00"}):
         answer = api.get(f"{ADMIN}/mgmt/usage", token="admin", params=bad)
         assert answer.status_code == 400 and "badRequest" in answer.json, (bad, answer.json)
