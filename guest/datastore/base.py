@@ -48,6 +48,15 @@ class NewUser:
     databases: tuple[str, ...] = ()  # given access to these
 
 
+@dataclass(frozen=True)
+class UserInfo:
+    """A user as a datastore lists it (reserved users are never listed)."""
+
+    name: str
+    host: str
+    databases: tuple[str, ...]  # the databases it has access to, sorted
+
+
 class DatastoreManager(Protocol):
     """One instance's database server. Every method is idempotent unless it says otherwise."""
 
@@ -82,6 +91,49 @@ class DatastoreManager(Protocol):
     def set_read_only(self, read_only: bool) -> None:
         """Refuse (or allow again) writes by users: how the guest enforces the volume's size."""
         ...
+
+    # Databases, users, access and root (Trove's guest API). Reserved names (the datastore's own and the
+    # admin's) are refused with a DatastoreError; identifiers are always quoted, never interpolated raw.
+
+    def list_databases(self) -> list[str]:
+        """The users' databases, sorted; the datastore's own are not listed."""
+        ...
+
+    def create_databases(self, names: Sequence[str], character_set: str | None = None,
+                         collate: str | None = None) -> None:
+        """Create those that do not exist yet."""
+        ...
+
+    def delete_database(self, name: str) -> None: ...
+
+    def list_users(self) -> list[UserInfo]: ...
+
+    def create_users(self, users: Sequence[NewUser]) -> None:
+        """Create each user (or set its password when it exists) and grant it its databases."""
+        ...
+
+    def delete_user(self, name: str, host: str = "%") -> None: ...
+
+    def update_user(self, name: str, host: str = "%", *, new_name: str | None = None,
+                    new_host: str | None = None, new_password: str | None = None) -> None: ...
+
+    def change_passwords(self, users: Sequence[NewUser]) -> None: ...
+
+    def list_access(self, name: str, host: str = "%") -> list[str]:
+        """The databases the user has access to, sorted."""
+        ...
+
+    def grant_access(self, name: str, host: str, databases: Sequence[str]) -> None: ...
+
+    def revoke_access(self, name: str, host: str, database: str) -> None: ...
+
+    def enable_root(self, password: str) -> None:
+        """Let the datastore's superuser log in from anywhere with ``password`` (the caller generates it)."""
+        ...
+
+    def disable_root(self) -> None: ...
+
+    def is_root_enabled(self) -> bool: ...
 
 
 def service_account(name: str) -> pwd.struct_passwd | None:
