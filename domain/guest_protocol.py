@@ -10,7 +10,9 @@ Guest messages travel on the conductor topic keyed by instance id, so one guest'
 order. ``sent_at`` (epoch seconds, the guest's clock) lets the conductor drop messages older than
 the last one it saw for the same (instance, method).
 
-No secret ever appears here: ``prepare`` names the initial users, never their passwords.
+No secret travels in the clear: ``prepare`` names the initial users (name, host, databases) and carries
+their passwords only sealed for the guest (``passwords``: user name → a secret sealed under the
+instance's key, ``adapters.sealed``), which only that guest can open.
 
 Every message is signed with its instance's own key (``instance_key``: derived from a deployment
 secret, so the task manager and the conductor need no key store, and a guest knows only its own):
@@ -144,10 +146,14 @@ GuestMessage = Heartbeat | Result
 # Builders: what the task manager sends -------------------------------------------------------------
 
 def prepare(instance_id: str, request_id: str, sent_at: float, *, datastore: str, datastore_version: str,
-            databases: list[str], users: list[str], volume_size: int | None) -> GuestCommand:
+            databases: list[str], users: list[Any], volume_size: int | None,
+            passwords: dict[str, str] | None = None, manager: str | None = None) -> GuestCommand:
+    """``users``: names or ``{"name", "host", "databases"}``; ``passwords``: each user's, sealed for the guest;
+    ``manager``: the datastore version's manager (Trove's: mysql, mariadb, postgresql), the datastore's by default."""
     built = GuestCommand(PREPARE, instance_id, request_id, sent_at, {
         "datastore": datastore, "datastore_version": datastore_version, "databases": list(databases),
-        "users": [_user_name(u) for u in users], "volume_size": volume_size})
+        "users": [_user(u) for u in users], "volume_size": volume_size, "passwords": dict(passwords or {}),
+        "manager": manager or datastore})
     return _command(_load(built.to_json()))
 
 
@@ -157,13 +163,13 @@ def command(method: str, instance_id: str, request_id: str, sent_at: float, **ar
     return _command(_load(built.to_json()))
 
 
-def _user_name(user: Any) -> str:
-    # Accept {"name": ..., "password": ...} from a caller but never let the password through.
-    if isinstance(user, dict):
-        user = user.get("name")
-    if not isinstance(user, str) or not user:
-        raise GuestProtocolError("prepare: every user must be a non-empty name")
-    return user
+def _user(user: Any) -> dict[str, Any]:
+    # Only what names the user and its access: a password a caller left in never gets through.
+    if isinstance(user, str):
+        user = {"name": user}
+    if not isinstance(user, dict):
+        raise GuestProtocolError("prepare: every user must be a name or an object with one")
+    return {"name": user.get("name"), "host": user.get("host") or "%", "databases": list(user.get("databases") or [])}
 
 
 # Parsers: what receivers call --------------------------------------------------------------------
@@ -194,14 +200,36 @@ def _command(body: dict[str, Any]) -> GuestCommand:
         if isinstance(value, bool) or not isinstance(value, kind):
             raise GuestProtocolError(f"{method}: argument {name!r} has the wrong type")
     if method == PREPARE:
-        if not all(isinstance(u, str) and u for u in args["users"]):
-            raise GuestProtocolError("prepare: users must be a list of names (passwords never travel here)")
-        if not all(isinstance(d, str) and d for d in args["databases"]):
-            raise GuestProtocolError("prepare: databases must be a list of names")
+        _check_prepare(args)
     if method == RESIZE_VOLUME and args["new_size"] < 1:
         raise GuestProtocolError("resize_volume: new_size must be a positive integer")
     return GuestCommand(method, _string(body, "instance_id"), _string(body, "request_id"), _sent_at(body), args,
                         body["version"])
+
+
+_USER_FIELDS = {"name", "host", "databases"}
+
+
+def _check_prepare(args: dict[str, Any]) -> None:
+    if not all(isinstance(d, str) and d for d in args["databases"]):
+        raise GuestProtocolError("prepare: databases must be a list of names")
+    for user in args["users"]:
+        if not isinstance(user, dict) or set(user) != _USER_FIELDS:
+            raise GuestProtocolError("prepare: each user must be an object of exactly name, host and databases "
+                                     "(a password travels only sealed, in passwords)")
+        if not all(isinstance(user[name], str) and user[name] for name in ("name", "host")) or not all(
+                isinstance(d, str) and d for d in user["databases"]):
+            raise GuestProtocolError("prepare: a user's name and host must be non-empty strings and its "
+                                     "databases a list of names")
+    passwords = args.get("passwords", {})  # optional: a prepare without users' passwords has none
+    if not isinstance(passwords, dict) or not all(isinstance(name, str) and isinstance(value, str) and value
+                                                  for name, value in passwords.items()):
+        raise GuestProtocolError("prepare: passwords must map user names to sealed secrets")
+    unknown = set(passwords) - {user["name"] for user in args["users"]}
+    if unknown:
+        raise GuestProtocolError(f"prepare: passwords for users it does not create: {', '.join(sorted(unknown))}")
+    if not isinstance(args.get("manager", ""), str):
+        raise GuestProtocolError("prepare: manager must be a string")
 
 
 def parse_guest_message(raw: bytes | str, key_for: KeyFor) -> GuestMessage:

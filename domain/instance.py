@@ -7,9 +7,9 @@ Every state-changing API call is an *operation*: the event that accepts it names
 those pairs, so they hold however many processes took part in between.
 
 Each event carries the operation's ``context`` (see ``domain.context``). Nothing here is a secret:
-the initial users are recorded by name only. Their passwords must reach the guest by another way
-than the event stream, encrypted under the instance's key; that way is not built yet (issue 6), so
-today a create accepts them and the guest never learns them.
+the initial users are recorded by name, host and databases only. Their passwords reach the guest by
+another way than the event stream: sealed under the instance's key in a drop the task manager empties
+into the guest's ``prepare`` and discards once the build is over (``services.ports.SecretDrop``).
 """
 
 from __future__ import annotations
@@ -45,11 +45,23 @@ def validate_name(name: Any) -> str:
     return name
 
 
+def initial_users(recorded: list[Any] | None) -> list[dict[str, Any]]:
+    """A create's users as ``{"name", "host", "databases"}``; creates recorded before hosts and databases
+    were kept hold bare names."""
+    users = []
+    for user in recorded or []:
+        if isinstance(user, str):
+            user = {"name": user}
+        users.append({"name": user["name"], "host": user.get("host") or "%",
+                      "databases": list(user.get("databases") or [])})
+    return users
+
+
 class Instance(Aggregate):
     @event("CreateRequested")
     def __init__(self, *, context: Context, operation: str, name: str, tenant_id: str, flavor: dict[str, Any],
                  volume_size: int | None, datastore: str, datastore_version: str, datastore_version_id: str,
-                 availability_zone: str | None, region: str, databases: list[str], users: list[str],
+                 availability_zone: str | None, region: str, databases: list[str], users: list[Any],
                  image_id: str | None, datastore_manager: str | None) -> None:
         self.name = name
         # The datastore version's, as accepted: Trove's create notification names the image, and its

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from domain.context import ADMIN_ROLE
+from domain.instance import initial_users
 from domain.public_events import PublicEvent
 
 BASE_TRAITS = ("tenant_id", "client_ip", "server_ip", "server_type", "request_id")
@@ -234,7 +235,7 @@ def _create_traits(data: Mapping[str, Any]) -> dict[str, Any]:
             "datastore_version": data["datastore_version"], "image_id": data.get("image_id"),
             "availability_zone": data.get("availability_zone"), "region_name": data["region"],
             "volume_size": data.get("volume_size"), "databases": data.get("databases") or None,
-            "users": data.get("users") or None}
+            "users": [user["name"] for user in initial_users(data.get("users"))] or None}
 
 
 # The instance events that open an operation, and the start traits each gives beyond the base ones.

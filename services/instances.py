@@ -30,6 +30,7 @@ from domain.quota import INSTANCES, VOLUMES, Quota, quota_id
 from domain.statuses import ServiceStatus
 from services.application import TroveApplication
 from services.catalog import CatalogService
+from services.ports import SecretDrop
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ class CreateInstance:
     datastore_version: str | None
     availability_zone: str | None = None
     databases: list[str] = field(default_factory=list)
-    users: list[str] = field(default_factory=list)
+    users: list[dict[str, Any]] = field(default_factory=list)  # name, host, databases: never a password
+    # User name → password: only ever sealed into the secret drop, never in an event.
+    passwords: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class InstanceService(TroveApplication):
@@ -69,8 +72,10 @@ class InstanceService(TroveApplication):
     snapshotting_intervals: ClassVar[dict[type[Aggregate], int]] = {Quota: 50}
 
     def __init__(self, *args: Any, quota_defaults: dict[str, int] | None = None, region: str = "RegionOne",
-                 **kwargs: Any) -> None:
+                 secret_drop: SecretDrop | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Where a create's passwords wait, sealed, for its guest; without one they are accepted and dropped.
+        self.secret_drop = secret_drop
         self._load_locks = [threading.Lock() for _ in range(64)]  # striped: bounded however many aggregates
         self._quota_locks = [threading.Lock() for _ in range(64)]  # striped, like the load locks
         self._settlements: dict[str, list[_Settlement]] = {}  # by tenant, waiting for its quota
@@ -144,6 +149,10 @@ class InstanceService(TroveApplication):
             quota = self.quota(context.tenant_id) or Quota(tenant_id=context.tenant_id)
             deltas = {INSTANCES: 1, VOLUMES: request.volume_size or 0}
             quota.reserve(context.recorded(), str(instance.id), deltas, self.quota_defaults)
+            if self.secret_drop is not None and request.passwords:
+                # Before the create is saved, so its task manager always finds them; a save that then
+                # fails leaves a drop for an instance that never was, which the drop purges.
+                self.secret_drop.put(str(instance.id), context.request_id, request.passwords)
             self.save(instance, quota)
             return instance, instance.version
 

@@ -10,7 +10,7 @@ already has a server returns that server, ``delete`` of a missing one does nothi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -101,6 +101,20 @@ class GuestChannel(Protocol):
     def send(self, command: GuestCommand) -> None: ...
     def remove(self, instance_id: str) -> None: ...
     def close(self) -> None: ...
+
+
+class SecretDrop(Protocol):
+    """Secrets on their way to one guest, sealed for it, outside the event stream (which keeps everything)."""
+
+    def put(self, instance_id: str, request_id: str, passwords: Mapping[str, str]) -> None:
+        """Seal ``passwords`` (user name → password) for the instance's guest and keep them for the request."""
+        ...
+
+    def sealed(self, instance_id: str, request_id: str) -> dict[str, str]:
+        """What was dropped for the request, still sealed: only the guest can open it."""
+        ...
+
+    def discard(self, instance_id: str, request_id: str) -> None: ...
 
 
 class LeaseLost(RuntimeError):

@@ -39,7 +39,7 @@ from domain import guest_protocol as protocol
 from domain.catalog import domain_catalog
 from domain.context import OperationContext
 from domain.errors import NotFound
-from domain.instance import CREATE, RESIZE_VOLUME, Instance
+from domain.instance import CREATE, RESIZE_VOLUME, Instance, initial_users
 from domain.public_events import PublicEvent
 from domain.quota import INSTANCES, VOLUMES
 from domain.statuses import (
@@ -52,7 +52,17 @@ from domain.statuses import (
     ServiceStatus,
 )
 from services.instances import InstanceService
-from services.ports import ComputeDriver, ComputeError, GuestChannel, Lease, LeaseLost, ServerSpec, WorkItem, WorkItems
+from services.ports import (
+    ComputeDriver,
+    ComputeError,
+    GuestChannel,
+    Lease,
+    LeaseLost,
+    SecretDrop,
+    ServerSpec,
+    WorkItem,
+    WorkItems,
+)
 from services.usage_audit import UsageAuditor
 
 log = logging.getLogger(__name__)
@@ -91,8 +101,9 @@ class TaskManager:
                  usage_timeout_s: float, operation_timeout_s: float | None = None, lease: Lease | None = None,
                  workers: int = 8, poll_s: float = 0.05, compute_poll_s: float = 0.1, recheck_s: float = 5.0,
                  server_ip: str | None = None, clock: Callable[[], float] = time.time,
-                 auditor: UsageAuditor | None = None) -> None:
+                 auditor: UsageAuditor | None = None, secrets: SecretDrop | None = None) -> None:
         self.instances = instances
+        self._secrets = secrets  # a create's users' passwords, sealed for its guest by the API
         self._auditor = auditor  # ends the periodic notifications' audit periods, while this one drives
         self.compute = compute
         self.guests = guests
@@ -442,10 +453,14 @@ class TaskManager:
 
         if not self._record(item, prepared):
             return self._park(item)
+        users = initial_users(item.detail.get("users"))
+        passwords = self._secrets.sealed(item.instance_id, item.request_id) if self._secrets and users else {}
         self.guests.send(protocol.prepare(
             item.instance_id, item.request_id, self._clock(), datastore=instance.datastore,
             datastore_version=instance.datastore_version, databases=item.detail.get("databases", []),
-            users=item.detail.get("users", []), volume_size=instance.volume_size))
+            users=users, volume_size=instance.volume_size,
+            passwords={user["name"]: passwords[user["name"]] for user in users if user["name"] in passwords},
+            manager=instance.datastore_manager))
         return self._awaiting_healthy(item)
 
     def _awaiting_healthy(self, item: WorkItem) -> Outcome:
@@ -680,6 +695,8 @@ class TaskManager:
             except NotFound:
                 commit = False
         self.instances.settle_quota(context, context.tenant_id, item.request_id, commit=commit)
+        if detail["operation"] == CREATE and self._secrets is not None:
+            self._secrets.discard(item.instance_id, item.request_id)  # the build is over: its guest needs them no more
         return Outcome(SETTLE, None, done=True)
 
 

@@ -18,7 +18,7 @@ import falcon
 from sqlalchemy import Engine
 
 from adapters.billing import billing_queries
-from adapters.bootstrap import marks_database, projection_engine, read_model_engine
+from adapters.bootstrap import marks_database, projection_engine, read_model_engine, secret_drop
 from adapters.event_store import open_application
 from adapters.rest.app import create_app
 from adapters.rest.auth import Authenticator
@@ -53,7 +53,8 @@ def build_authenticator(settings: Settings) -> Authenticator:
 def build_api(settings: Settings) -> falcon.App:
     """The real app: the event store and read models the settings name, and their authenticator."""
     instances = open_application(InstanceService, settings.event_store_url,
-                                 quota_defaults=settings.quota_defaults, region=settings.region)
+                                 quota_defaults=settings.quota_defaults, region=settings.region,
+                                 secret_drop=secret_drop(settings))
     engine = read_model_engine(settings)
     # The API may start before the projections: their tables must exist for reads to answer at all.
     create_tables(engine, instance_metadata)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from adapters.sealed import SealBroken, seal, unseal
 from domain import guest_protocol as protocol
 from domain.guest_protocol import (
     GuestProtocolError,
@@ -35,16 +36,31 @@ def _sign(raw: bytes) -> bytes:
         return raw
 
 
-def test_prepare_round_trips_and_never_carries_a_password() -> None:
+def test_prepare_round_trips_and_carries_a_password_only_sealed() -> None:
+    sealed = seal(KEY, "s3cret")
     command = protocol.prepare("i-1", "req-1", 12.5, datastore="mysql", datastore_version="8.0",
-                               databases=["app"], users=[{"name": "app_user", "password": "s3cret"}, "other"],
-                               volume_size=2)
+                               databases=["app"], users=[{"name": "app_user", "password": "s3cret",
+                                                          "databases": ["app"]}, "other"],
+                               volume_size=2, passwords={"app_user": sealed}, manager="mariadb")
     raw = command.to_json()
-    assert b"s3cret" not in raw and b"password" not in raw
+    assert b"s3cret" not in raw and b'"password"' not in raw
     parsed = parse_command(signed(raw, KEY), KEY)
     assert parsed == command
-    assert (parsed.method, parsed.request_id, parsed.args["users"]) == ("prepare", "req-1", ["app_user", "other"])
+    assert (parsed.method, parsed.request_id, parsed.args["manager"]) == ("prepare", "req-1", "mariadb")
+    assert parsed.args["users"] == [{"name": "app_user", "host": "%", "databases": ["app"]},
+                                    {"name": "other", "host": "%", "databases": []}]
+    assert unseal(KEY, parsed.args["passwords"]["app_user"]) == "s3cret"
     assert json.loads(raw)["version"] == protocol.PROTOCOL_VERSION
+
+
+def test_a_sealed_secret_opens_only_with_its_own_instances_key() -> None:
+    sealed = seal(instance_key(b"deployment", "i-1"), "s3cret")
+    assert "s3cret" not in sealed
+    assert unseal(instance_key(b"deployment", "i-1"), sealed) == "s3cret"
+    with pytest.raises(SealBroken, match="another instance"):
+        unseal(instance_key(b"deployment", "i-2"), sealed)
+    with pytest.raises(SealBroken):
+        unseal(instance_key(b"deployment", "i-1"), sealed[:-4] + "AAAA")
 
 
 @pytest.mark.parametrize(("method", "args"), [
@@ -98,7 +114,10 @@ def test_malformed_guest_messages_are_refused_with_a_reason(raw: bytes, reason: 
     ({"method": "resize_volume", "args": {"new_size": 0}}, "new_size must be a positive integer"),
     ({"method": "prepare", "args": {"datastore": "mysql", "datastore_version": "8.0", "databases": [],
                                     "users": [{"name": "u", "password": "p"}], "volume_size": 1}},
-     "passwords never travel here"),
+     "a password travels only sealed"),
+    ({"method": "prepare", "args": {"datastore": "mysql", "datastore_version": "8.0", "databases": [],
+                                    "users": [], "volume_size": 1, "passwords": {"ghost": "x"}}},
+     "passwords for users it does not create: ghost"),
     ({"request_id": ""}, "request_id must be a non-empty string"),
 ])
 def test_malformed_commands_are_refused_with_a_reason(body: dict, reason: str) -> None:
@@ -110,7 +129,7 @@ def test_malformed_commands_are_refused_with_a_reason(body: dict, reason: str) -
 
 
 def test_a_prepare_user_without_a_name_is_refused() -> None:
-    with pytest.raises(GuestProtocolError, match="non-empty name"):
+    with pytest.raises(GuestProtocolError, match="name and host must be non-empty"):
         protocol.prepare("i-1", "r", 1.0, datastore="mysql", datastore_version="8.0", databases=[],
                          users=[{"password": "p"}], volume_size=None)
 

@@ -105,7 +105,10 @@ class InstancesResource(_InstanceList):
             datastore_version=datastore.get("version") or datastore.get("version_number"),
             availability_zone=body.get("availability_zone"),
             databases=[database["name"] for database in body.get("databases") or []],
-            users=[user["name"] for user in body.get("users") or []])
+            users=[{"name": user["name"], "host": user.get("host") or "%",
+                    "databases": [database["name"] for database in user.get("databases") or []]}
+                   for user in body.get("users") or []],
+            passwords={user["name"]: user["password"] for user in body.get("users") or []})
         instance, version = self._instances.create(context(req), request)
         self._reads.wrote(context(req), str(instance.id), version)
         record = record_from_aggregate(instance)
