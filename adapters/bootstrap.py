@@ -22,6 +22,7 @@ from domain.usage_audit import EXISTS, QUOTA
 from projections.base import Projection
 from projections.notifier import Notifier
 from services.application import TroveApplication
+from services.ports import ComputeDriver
 from services.task_manager import local_ip
 from services.usage_audit import UsageAuditor
 
@@ -56,6 +57,20 @@ def fake_cloud_engine(settings: Settings) -> Engine:
 def secret_drop(settings: Settings) -> SqlSecretDrops:
     """Where the API leaves a create's sealed passwords for the task manager: in the task manager's database."""
     return SqlSecretDrops(task_manager_engine(settings), guest_secret(settings.data_dir))
+
+
+def compute_driver(settings: Settings) -> ComputeDriver:
+    """The cloud the task manager builds on, as the settings choose it."""
+    if settings.compute_driver == "local":
+        from adapters.compute.local import LocalCompute
+
+        return LocalCompute(settings.data_dir / "local-compute", bootstrap_servers=settings.kafka_bootstrap_servers,
+                            guest_prefix=settings.topics.guest_prefix, conductor_topic=settings.topics.conductor,
+                            secret=guest_secret(settings.data_dir), report_interval_s=settings.report_interval_s,
+                            ports=settings.local_compute_ports)
+    from adapters.compute.fake import FakeCompute
+
+    return FakeCompute.from_settings(settings, fake_cloud_engine(settings))
 
 
 def event_store_engine(settings: Settings) -> Engine:

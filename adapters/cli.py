@@ -108,8 +108,7 @@ def _instance_service(settings: Settings) -> Any:
 
 
 def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
-    from adapters.bootstrap import fake_cloud_engine, secret_drop, task_manager_engine, usage_auditor
-    from adapters.compute.fake import FakeCompute
+    from adapters.bootstrap import compute_driver, secret_drop, task_manager_engine, usage_auditor
     from adapters.compute.guest_channel import KafkaGuestChannel
     from adapters.kafka.lease import lease_for
     from adapters.secret_files import guest_secret
@@ -124,7 +123,7 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
     instances = _instance_service(settings)
     guests = KafkaGuestChannel(settings.kafka_bootstrap_servers, settings.topics.guest_prefix,
                                guest_secret(settings.data_dir))
-    compute = FakeCompute.from_settings(settings, fake_cloud_engine(settings))
+    compute = compute_driver(settings)
     create_tables(engine, work_items.metadata)
     # The consumer below writes items in its own transactions on ``engine``, beside its offsets.
     work = work_items.SqlWorkItems(engine, reader=read_only(engine))
@@ -179,6 +178,26 @@ def cmd_fake_guests(settings: Settings, _args: argparse.Namespace) -> int:
     _stop_on_signals(fleet.stop)
     log.info("simulated guests (fakes) answering on %s*", settings.topics.guest_prefix)
     fleet.run()
+    return 0
+
+
+def cmd_guest(_settings: Settings, args: argparse.Namespace) -> int:
+    """One instance's guest agent; it needs nothing of the control plane's settings but its own file."""
+    from guest.agent import GuestAgent
+    from guest.config import GuestConfig, GuestConfigError
+
+    try:
+        config = GuestConfig.read(Path(args.config))
+    except GuestConfigError as exc:
+        print(f"trove-es guest: {exc}", file=sys.stderr)
+        return 2
+    if config.instance_id != args.instance_id:
+        print(f"trove-es guest: {args.config} configures instance {config.instance_id}, not {args.instance_id}",
+              file=sys.stderr)
+        return 2
+    agent = GuestAgent(config)
+    _stop_on_signals(agent.stop)
+    agent.run()
     return 0
 
 
@@ -347,6 +366,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("conductor", help="ingest guest heartbeats and results").set_defaults(func=cmd_conductor)
     sub.add_parser("fake-guests", help="run simulated guests (fakes) for the fake compute driver"
                    ).set_defaults(func=cmd_fake_guests)
+    guest = sub.add_parser("guest", help="run one instance's guest agent (the local compute driver starts these)")
+    guest.add_argument("--instance-id", required=True)
+    guest.add_argument("--config", required=True, help="the guest's configuration file (JSON, 0600)")
+    guest.set_defaults(func=cmd_guest)
 
     api = sub.add_parser("api", help="serve the REST API with gunicorn (seeds the catalog first)")
     api.add_argument("--port", type=int, help="overrides TROVE_ES_API_PORT (0: a free port)")

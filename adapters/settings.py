@@ -70,6 +70,7 @@ class Settings:
     agent_heartbeat_expiry_s: float = 90.0
     report_interval_s: float = 10.0
     compute_driver: str = "fake"
+    local_compute_ports: tuple[int, int] = (21000, 21999)
     fake_compute_delay_s: float = 0.5
     fake_compute_max_servers: int = -1
     fake_image_min_disk_gb: int = 0
@@ -162,7 +163,11 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("TROVE_ES_USAGE_TIMEOUT_S", "1800", "A build not healthy by then fails (Trove's `usage_timeout`)."),
     ("TROVE_ES_AGENT_HEARTBEAT_EXPIRY_S", "90", "A guest silent this long shows `operating_status` ERROR."),
     ("TROVE_ES_REPORT_INTERVAL_S", "10", "How often guests send heartbeats (Trove's `report_interval`)."),
-    ("TROVE_ES_COMPUTE_DRIVER", "fake", "`fake`: simulated servers, volumes and guests (no cloud needed)."),
+    ("TROVE_ES_COMPUTE_DRIVER", "auto",
+     "`local`: each instance a guest agent and a real PostgreSQL or MariaDB server on this host; `fake`: "
+     "simulated servers, volumes and guests; `auto`: `local` where both datastores' server binaries are "
+     "installed, `fake` elsewhere."),
+    ("TROVE_ES_LOCAL_COMPUTE_PORTS", "21000-21999", "Ports the `local` driver gives its instances' datastores."),
     ("TROVE_ES_FAKE_COMPUTE_DELAY_S", "0.5", "How long the fake compute takes to build or change a server."),
     ("TROVE_ES_BILLING_URL", "(the read models' URL; with SQLite read models, <data dir>/billing.db)",
      "Database of the billing ledger (`trove-es billing run` and `billing report`, mgmt `usage`)."),
@@ -291,7 +296,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         usage_timeout_s=number("USAGE_TIMEOUT_S", 1800.0),
         agent_heartbeat_expiry_s=number("AGENT_HEARTBEAT_EXPIRY_S", 90.0),
         report_interval_s=number("REPORT_INTERVAL_S", 10.0),
-        compute_driver=choice("COMPUTE_DRIVER", "fake", ("fake",)),
+        compute_driver=_compute_driver(choice("COMPUTE_DRIVER", "auto", ("auto", "fake", "local"))),
+        local_compute_ports=_port_range(PREFIX + "LOCAL_COMPUTE_PORTS", text("LOCAL_COMPUTE_PORTS", "21000-21999")),
         fake_compute_delay_s=number("FAKE_COMPUTE_DELAY_S", 0.5),
         fake_compute_max_servers=integer("FAKE_COMPUTE_MAX_SERVERS", -1, minimum=-1),
         fake_image_min_disk_gb=integer("FAKE_IMAGE_MIN_DISK_GB", 0, minimum=0),
@@ -301,3 +307,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         exists_notification_interval_s=integer("EXISTS_NOTIFICATION_INTERVAL_S", 3600, minimum=0),
         quota_notification_interval_s=integer("QUOTA_NOTIFICATION_INTERVAL_S", 3600, minimum=0),
     )
+
+
+def _compute_driver(chosen: str) -> str:
+    if chosen != "auto":
+        return chosen
+    from adapters.compute.local import datastore_binaries_installed
+
+    return "local" if datastore_binaries_installed() else "fake"
+
+
+def _port_range(name: str, raw: str) -> tuple[int, int]:
+    low, _, high = raw.partition("-")
+    try:
+        ports = int(low), int(high or low)
+    except ValueError:
+        raise SettingsError(f"{name} must be a port range such as 21000-21999, got {raw!r}") from None
+    if not 1024 <= ports[0] <= ports[1] <= 65535:
+        raise SettingsError(f"{name} must be a range of ports from 1024 to 65535, low first, got {raw!r}")
+    return ports

@@ -696,6 +696,7 @@ def stack_env(backend: str, data_dir: Path, store_url: str | None, read_url: str
         "TROVE_ES_DATA_DIR": str(data_dir),
         "TROVE_ES_API_HOST": "127.0.0.1",
         "TROVE_ES_AUTH_MODE": "local",  # the benchmark issues its own tokens
+        "TROVE_ES_COMPUTE_DRIVER": "fake",  # the control plane's speed, not the datastores' start-up
         "TROVE_ES_FAKE_COMPUTE_DELAY_S": "0",
         "TROVE_ES_QUOTA_INSTANCES": "-1",
         "TROVE_ES_QUOTA_VOLUMES": "-1",

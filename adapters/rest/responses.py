@@ -39,6 +39,8 @@ class Address(Schema):
     address = fields.String(required=True)
     type = fields.String(required=True)
     network = fields.String()
+    port = fields.Integer(metadata={"description": "The datastore's port, where the compute driver chose one "
+                                                   "(the local driver)."})
 
 
 class InstanceSummary(Schema):

@@ -60,8 +60,9 @@ def versions(prefix: str) -> dict[str, Any]:
 
 # Instances ------------------------------------------------------------------------------------------
 
-def _addresses(raw: list[Any]) -> list[dict[str, str]]:
-    """The compute driver's addresses as Trove lists them: ``{"address", "type"[, "network"]}``."""
+def _addresses(raw: list[Any]) -> list[dict[str, Any]]:
+    """The compute driver's addresses as Trove lists them: ``{"address", "type"[, "network"]}``, and the
+    datastore's ``port`` where it is not the datastore's usual one (the local driver's instances share a host)."""
     rendered = []
     for entry in raw or []:
         if isinstance(entry, str):
@@ -71,6 +72,8 @@ def _addresses(raw: list[Any]) -> list[dict[str, str]]:
                     "type": str(entry.get("type") or "private")}
             if entry.get("network"):
                 item["network"] = str(entry["network"])
+            if isinstance(entry.get("port"), int):
+                item["port"] = entry["port"]
             rendered.append(item)
     return rendered
 

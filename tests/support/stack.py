@@ -119,6 +119,7 @@ def stack_settings(tmp_path: Path, bootstrap_servers: str, store_url: str, read_
         "TROVE_ES_CONSUMER_GROUP_PREFIX": f"test-{tag}",
         "TROVE_ES_RELAY_NAME": f"relay-{tag}",
         "TROVE_ES_EVENTS_PARTITIONS": "4",
+        "TROVE_ES_COMPUTE_DRIVER": "fake",  # a test that wants real databases asks for the local driver
         **overrides,
     }
     return load_settings(env), env

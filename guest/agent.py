@@ -1,0 +1,242 @@
+"""The guest agent: ``trove-es guest --instance-id … --config …``, one per instance, beside its database.
+
+It reads its instance's command topic and carries each command out on the real database server through
+a datastore manager; it reports to the conductor topic what it did (a ``result``, with the message and
+traceback of a failure) and, every ``report_interval_s``, a heartbeat with the server's status as
+probed then, never as assumed. Everything it sends is signed with the instance's key, and it believes
+only commands signed with it.
+
+A command counts as done once its result is on the broker: only then does the agent move its offset
+(``agent-state.json``), so an agent killed mid-command does it again when it comes back; every manager
+operation is idempotent for that reason.
+
+The guest also enforces the volume's size, which a directory on a shared disk cannot: once the
+datastore's files outgrow it, the server refuses users' writes (they fail with the datastore's own
+read-only error) until a resize gives it room again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from adapters.sealed import unseal
+from domain import guest_protocol as protocol
+from domain.statuses import ServiceStatus
+from guest.config import AgentState, GuestConfig
+from guest.datastore import DatastoreError, DatastoreManager, NewUser, manager_for
+
+log = logging.getLogger(__name__)
+
+GIB = 1024 ** 3
+ManagerFactory = Callable[[str, Any, str], DatastoreManager]
+
+
+class GuestAgent:
+    def __init__(self, config: GuestConfig, *, managers: ManagerFactory = manager_for,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._managers = managers
+        self._clock = clock
+        self._stop = threading.Event()
+        self.state = AgentState.load(config.state_file)
+        self._manager: DatastoreManager | None = None
+        self._read_only: bool | None = None  # unknown until first checked: a restarted agent sets it again
+        self._producer: KafkaProducer | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # The loop -----------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        config = self.config
+        self._producer = KafkaProducer(bootstrap_servers=config.kafka_bootstrap_servers, acks="all", linger_ms=0,
+                                       max_in_flight_requests_per_connection=1, allow_auto_create_topics=False,
+                                       client_id=f"trove-es-guest-{config.instance_id}")
+        consumer = KafkaConsumer(bootstrap_servers=config.kafka_bootstrap_servers, group_id=None,
+                                 enable_auto_commit=False, allow_auto_create_topics=False,
+                                 client_id=f"trove-es-guest-{config.instance_id}", fetch_max_wait_ms=500)
+        partition = TopicPartition(config.command_topic, 0)
+        consumer.assign([partition])
+        consumer.seek(partition, self.state.next_offset)
+        log.info("guest agent of %s reading %s from offset %d", config.instance_id, config.command_topic,
+                 self.state.next_offset)
+        try:
+            self._resume()
+            next_beat = 0.0
+            while not self._stop.is_set():
+                now = self._clock()
+                if now >= next_beat:
+                    self._heartbeat()
+                    next_beat = now + config.report_interval_s
+                timeout_ms = int(max(0.05, min(1.0, next_beat - self._clock())) * 1000)
+                for records in consumer.poll(timeout_ms=timeout_ms, max_records=1).values():
+                    for record in records:
+                        self._handle(record.offset, record.value)
+                        if self._stop.is_set():
+                            break
+            if self._manager is not None:
+                # The instance's "server" is going down (deleted, or its host stopping): so is its database.
+                self._manager.stop()
+        finally:
+            consumer.close(autocommit=False)
+            self._producer.close(timeout=5)
+
+    def _resume(self) -> None:
+        """A prepared instance's agent that starts (a host back up, an agent restarted) starts its database."""
+        if self.state.manager is None:
+            return
+        manager = self.manager()
+        if manager.status() is not ServiceStatus.HEALTHY:
+            try:
+                manager.start()
+            except DatastoreError as exc:
+                log.error("the datastore of %s did not start: %s", self.config.instance_id, exc)
+
+    def manager(self) -> DatastoreManager:
+        if self._manager is None:
+            if self.state.manager is None:
+                raise DatastoreError("the instance has no datastore yet: it was never prepared")
+            self._manager = self._managers(self.state.manager, self.config.layout(self.state),
+                                           self.state.version or "")
+        return self._manager
+
+    # Commands -----------------------------------------------------------------------------------------
+
+    def _handle(self, offset: int, raw: bytes) -> None:
+        try:
+            command = protocol.parse_command(raw, self.config.key)
+        except protocol.GuestProtocolError as exc:
+            # A message not for this guest (or not from its task manager) is skipped: it changes nothing.
+            log.error("ignoring command at offset %d: %s", offset, exc)
+            self._done(offset)
+            return
+        if command.instance_id != self.config.instance_id:
+            log.error("ignoring a command for instance %s at offset %d", command.instance_id, offset)
+            self._done(offset)
+            return
+        log.info("%s (request %s)", command.method, command.request_id)
+        secrets: list[str] = []
+        try:
+            self._carry_out(command, secrets)
+        except Exception as exc:
+            log.exception("%s (request %s) failed", command.method, command.request_id)
+            message = str(exc) if isinstance(exc, DatastoreError) else f"{exc.__class__.__name__}: {exc}"
+            lines = [line for chunk in traceback.format_exception(exc) for line in chunk.rstrip("\n").split("\n")]
+            # The result first, then the status it left: the operation fails with the guest's own words.
+            self._send(protocol.Result(self.config.instance_id, command.method, command.request_id, False,
+                                       self._clock(), message=_scrub(message, secrets),
+                                       traceback=tuple(_scrub(line, secrets) for line in lines)).to_json())
+            if command.method == protocol.PREPARE:
+                self._send_status(ServiceStatus.FAILED)
+            else:
+                self._heartbeat()
+        else:
+            self._send(protocol.Result(self.config.instance_id, command.method, command.request_id, True,
+                                       self._clock()).to_json())
+        self._done(offset)
+
+    def _carry_out(self, command: protocol.GuestCommand, secrets: list[str]) -> None:
+        args = command.args
+        if command.method == protocol.PREPARE:
+            self._send_status(ServiceStatus.BUILDING)
+            users = list(self._users(args, secrets))
+            manager_name = args.get("manager") or args["datastore"]
+            if self.state.manager not in (None, manager_name):
+                raise DatastoreError(f"this instance already runs {self.state.manager}, not {manager_name}")
+            self._save(self.state.but(manager=manager_name, version=args["datastore_version"]))
+            self._manager = None
+            self.manager().prepare(args["databases"], users)
+            self._heartbeat()
+        elif command.method == protocol.RESTART:
+            self._send_status(ServiceStatus.RESTARTING)
+            self.manager().restart()
+            self._heartbeat()
+        elif command.method == protocol.STOP:
+            self.manager().stop()
+            self._heartbeat()
+        elif command.method == protocol.RESIZE_VOLUME:
+            self._save(self.state.but(volume_size_gb=args["new_size"]))
+            self._manager = None  # the new limit is part of the layout
+            self._enforce_volume()
+        elif command.method == protocol.RESIZE_FLAVOR:
+            memory_mb = int(args["flavor"].get("ram") or self.config.memory_mb)
+            self._save(self.state.but(memory_mb=memory_mb))
+            self._manager = None
+            self._send_status(ServiceStatus.RESTARTING)
+            self.manager().set_memory(memory_mb)
+            self.manager().restart()
+            self._heartbeat()
+
+    def _users(self, args: dict[str, Any], secrets: list[str]) -> Iterable[NewUser]:
+        sealed = args.get("passwords", {})
+        for user in args["users"]:
+            if user["name"] not in sealed:
+                raise DatastoreError(f"the password of user {user['name']} did not reach the guest; "
+                                     f"create the user again with its password")
+            password = unseal(self.config.key, sealed[user["name"]])
+            secrets.append(password)
+            yield NewUser(name=user["name"], password=password, host=user["host"],
+                          databases=tuple(user["databases"]))
+
+    def _done(self, offset: int) -> None:
+        # On the broker before the command counts as done, or a crash would lose its answer.
+        assert self._producer is not None
+        self._producer.flush(timeout=30)
+        self._save(self.state.but(next_offset=offset + 1))
+
+    def _save(self, state: AgentState) -> None:
+        state.save(self.config.state_file)
+        self.state = state
+
+    # Reports ------------------------------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """The probed status, once the instance has a datastore; the volume is checked on the way."""
+        if self.state.manager is None:
+            return
+        try:
+            status = self.manager().status()
+            if status is ServiceStatus.HEALTHY:
+                self._enforce_volume()
+        except Exception as exc:  # a probe that fails says so; the agent goes on reading its commands
+            log.error("could not probe the datastore: %s", exc)
+            status = ServiceStatus.UNKNOWN
+        self._send_status(status)
+
+    def _send_status(self, status: ServiceStatus) -> None:
+        self._send(protocol.Heartbeat(self.config.instance_id, status.description, self._clock()).to_json())
+
+    def _send(self, message: bytes) -> None:
+        assert self._producer is not None
+        self._producer.send(self.config.conductor_topic, key=self.config.instance_id.encode(),
+                            value=protocol.signed(message, self.config.key))
+
+    def _enforce_volume(self) -> None:
+        limit_gb = self.config.layout(self.state).volume_size_gb
+        if not limit_gb or self.state.manager is None:
+            return
+        manager = self.manager()
+        used = manager.volume_used_bytes()
+        full = used >= limit_gb * GIB
+        if full != self._read_only:
+            if full:
+                log.error("the volume is full (%.2f of %d GB): the datastore now refuses writes until it is "
+                          "resized", used / GIB, limit_gb)
+            else:
+                log.info("the volume has room again (%.2f of %d GB): writes are allowed", used / GIB, limit_gb)
+            manager.set_read_only(full)
+            self._read_only = full
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
