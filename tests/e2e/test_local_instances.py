@@ -1,0 +1,139 @@
+"""Real instances: ``trove-es up`` with the local compute driver, where each instance is a guest agent and a
+real PostgreSQL or MariaDB server on this host. A user creates one through the API, with a database and a
+user, and connects to it with that user's password at the address and port its view shows."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pymysql
+import pytest
+
+from adapters.compute.local import _kill_processes_under, datastore_binaries_installed
+from adapters.kafka.broker import EmbeddedBroker
+from tests.conftest import fresh_database
+from tests.e2e.full_stack import FullStack
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not datastore_binaries_installed(),
+                                 reason="the PostgreSQL and MariaDB server binaries are not installed")]
+
+PASSWORD = "An0ther-pa55word-for-the-app"
+
+
+@pytest.fixture(scope="module")
+def local_stack(broker: EmbeddedBroker, postgres_admin: str) -> Iterator[FullStack]:
+    # Not under pytest's own temporary directory: the datastores' accounts cannot traverse that (0700).
+    work_dir = Path(tempfile.mkdtemp(prefix="trove-es-local-", dir="/tmp"))
+    work_dir.chmod(0o755)
+    running = None
+    try:
+        with fresh_database(postgres_admin) as database_url:
+            running = FullStack(work_dir, broker.bootstrap_servers, database_url, TROVE_ES_COMPUTE_DRIVER="local",
+                                TROVE_ES_REPORT_INTERVAL_S="1", TROVE_ES_USAGE_TIMEOUT_S="120",
+                                TROVE_ES_LOCAL_COMPUTE_PORTS="23100-23199")
+            try:
+                yield running
+            finally:
+                code = running.stop()
+            assert code == 0, f"`trove-es up` exited with {code}:\n{running.up.log()}"
+    finally:
+        # Instances outlive the control plane by design; a test run must not leave its databases behind.
+        _kill_processes_under(work_dir)
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _create(stack: FullStack, tenant: str, token: str, datastore: str) -> dict[str, Any]:
+    body = {"instance": {"name": f"{datastore}-real", "flavorRef": "1", "volume": {"size": 1},
+                         "datastore": {"type": datastore},
+                         "databases": [{"name": "inventory"}],
+                         "users": [{"name": "app", "password": PASSWORD, "databases": [{"name": "inventory"}]}]}}
+    code, created, _ = stack.call("POST", f"/v1.0/{tenant}/instances", token, body)
+    assert code == 200, created
+    assert PASSWORD not in str(created)
+    shown = stack.wait_status(tenant, token, created["instance"]["id"], "ACTIVE", timeout=120)
+    assert isinstance(shown, dict)
+    return shown
+
+
+def _endpoint(shown: dict[str, Any]) -> tuple[str, int]:
+    address = shown["addresses"][0]
+    assert address["address"] == "127.0.0.1" and shown["ip"] == ["127.0.0.1"]
+    return address["address"], address["port"]
+
+
+def _delete(stack: FullStack, tenant: str, token: str, instance_id: str) -> None:
+    code, _, _ = stack.call("DELETE", f"/v1.0/{tenant}/instances/{instance_id}", token)
+    assert code == 202
+    stack.wait_status(tenant, token, instance_id, 404, timeout=90)
+    home = stack.data_dir / "local-compute" / instance_id
+    stack.wait(lambda: not home.exists(), "the instance's files to be removed")
+
+
+def test_a_postgresql_instance_is_a_real_server_its_user_can_use(local_stack: FullStack) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    token = local_stack.token(tenant, "ada")
+    shown = _create(local_stack, tenant, token, "postgresql")
+    host, port = _endpoint(shown)
+    with psycopg.connect(host=host, port=port, user="app", password=PASSWORD, dbname="inventory",
+                         connect_timeout=5, autocommit=True) as connection:
+        connection.execute("CREATE TABLE parts (id int PRIMARY KEY, name text)")
+        connection.execute("INSERT INTO parts VALUES (1, 'bolt')")
+        assert connection.execute("SELECT name FROM parts").fetchone() == ("bolt",)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(host=host, port=port, user="app", password="wrong", dbname="inventory", connect_timeout=5)
+
+    code, _, headers = local_stack.call("POST", f"/v1.0/{tenant}/instances/{shown['id']}/action", token,
+                                        {"restart": {}})
+    assert code == 202
+    restart = headers["X-Openstack-Request-Id"]
+    local_stack.wait(lambda: bool(local_stack.closing_events(shown["id"], restart)), "the restart to end", 90)
+    assert type(local_stack.wait_closed(shown["id"], restart)).__name__ == "OperationSucceeded"
+    local_stack.wait_status(tenant, token, shown["id"], "ACTIVE", timeout=90)
+    assert _rows(host, port) == 1, "the restarted server serves the same rows"
+
+    for log_file in (local_stack.data_dir / "logs").glob("*.log"):
+        assert PASSWORD not in log_file.read_text(errors="replace"), f"the password is in {log_file.name}"
+    home = local_stack.data_dir / "local-compute" / shown["id"]
+    assert PASSWORD not in (home / "agent.log").read_text(errors="replace")
+    _delete(local_stack, tenant, token, shown["id"])
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(host=host, port=port, user="app", password=PASSWORD, dbname="inventory", connect_timeout=3)
+
+
+def _rows(host: str, port: int) -> int | None:
+    try:
+        with psycopg.connect(host=host, port=port, user="app", password=PASSWORD, dbname="inventory",
+                             connect_timeout=2) as connection:
+            return connection.execute("SELECT count(*) FROM parts").fetchone()[0]
+    except psycopg.OperationalError:
+        return None
+
+
+def test_a_mysql_instance_is_a_real_mariadb_server_its_user_can_use(local_stack: FullStack) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    token = local_stack.token(tenant, "grace")
+    shown = _create(local_stack, tenant, token, "mysql")
+    host, port = _endpoint(shown)
+    connection = pymysql.connect(host=host, port=port, user="app", password=PASSWORD, database="inventory",
+                                 connect_timeout=5, autocommit=True)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TABLE parts (id int PRIMARY KEY, name varchar(32))")
+            cursor.execute("INSERT INTO parts VALUES (1, 'nut')")
+            cursor.execute("SELECT name FROM parts")
+            assert cursor.fetchone() == ("nut",)
+            # The user was given its own database, not the server.
+            with pytest.raises(pymysql.err.OperationalError):
+                cursor.execute("CREATE DATABASE other")
+    finally:
+        connection.close()
+    _delete(local_stack, tenant, token, shown["id"])
+    with pytest.raises(pymysql.err.OperationalError):
+        pymysql.connect(host=host, port=port, user="app", password=PASSWORD, connect_timeout=3)
