@@ -11,7 +11,7 @@ order. ``sent_at`` (epoch seconds, the guest's clock) lets the conductor drop me
 the last one it saw for the same (instance, method).
 
 No secret travels in the clear: ``prepare`` names the initial users (name, host, databases) and carries
-their passwords only sealed for the guest (``passwords``: user name → a secret sealed under the
+their passwords only sealed for the guest (``passwords``: ``name@host`` → a secret sealed under the
 instance's key, ``adapters.sealed``), which only that guest can open.
 
 Every message is signed with its instance's own key (``instance_key``: derived from a deployment
@@ -45,6 +45,19 @@ _COMMAND_ARGS: dict[str, dict[str, type | tuple[type, ...]]] = {
     RESIZE_VOLUME: {"new_size": int},
     RESIZE_FLAVOR: {"flavor": dict},
     STOP: {},
+    # The datastore's databases, users and root (``domain.datastore_objects``); users are {"name", "host"},
+    # and any passwords travel sealed in ``passwords``, by ``name@host``.
+    "database_create": {"databases": list},
+    "database_delete": {"database": str},
+    "user_create": {"users": list, "passwords": dict},
+    "user_delete": {"user": dict},
+    "user_update_attributes": {"user": dict, "new_name": (str, type(None)), "new_host": (str, type(None)),
+                               "passwords": dict},
+    "user_change_password": {"users": list, "passwords": dict},
+    "user_grant": {"user": dict, "databases": list},
+    "user_revoke": {"user": dict, "database": str},
+    "root_enable": {"passwords": dict},
+    "root_disable": {},
 }
 COMMANDS = frozenset(_COMMAND_ARGS)
 
@@ -225,7 +238,7 @@ def _check_prepare(args: dict[str, Any]) -> None:
     if not isinstance(passwords, dict) or not all(isinstance(name, str) and isinstance(value, str) and value
                                                   for name, value in passwords.items()):
         raise GuestProtocolError("prepare: passwords must map user names to sealed secrets")
-    unknown = set(passwords) - {user["name"] for user in args["users"]}
+    unknown = set(passwords) - {f"{user['name']}@{user['host']}" for user in args["users"]}
     if unknown:
         raise GuestProtocolError(f"prepare: passwords for users it does not create: {', '.join(sorted(unknown))}")
     if not isinstance(args.get("manager", ""), str):

@@ -190,6 +190,20 @@ class Instance(Aggregate):
     def record_flavor_resized(self, context: Context, old_flavor: dict[str, Any], flavor: dict[str, Any]) -> None:
         self.flavor = flavor
 
+    def request_guest_change(self, context: Context, operation: str, change: dict[str, Any]) -> None:
+        """A change of the datastore's databases, users or root, for the guest to carry out (validated by the
+        caller against ``domain.datastore_objects``). It leaves the task as it is, as Trove's do, but it is
+        the instance's one open operation until its guest answers."""
+        self._check_can_act()
+        if self.operation is not None:
+            raise ActionNotAllowed(f"Instance {self.id} is busy with its {self.operation['name']} operation; "
+                                   f"try again when it has finished.")
+        self._guest_change_requested(context, operation, change)
+
+    @event("GuestChangeRequested")
+    def _guest_change_requested(self, context: Context, operation: str, change: dict[str, Any]) -> None:
+        self.operation = {"name": operation, "request_id": context["request_id"], "context": context}
+
     def rename(self, context: Context, name: str) -> None:
         """Synchronous: the operation opens and succeeds in one save, leaving any open operation alone."""
         self._check_not_deleting()

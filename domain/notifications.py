@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from domain.context import ADMIN_ROLE
+from domain.datastore_objects import ROOT_DISABLE, ROOT_ENABLE, notified_traits
 from domain.instance import initial_users
 from domain.public_events import PublicEvent
 
@@ -138,7 +139,8 @@ API_NOTIFICATIONS: dict[str, ApiNotification] = {
 }
 
 # Operations that change state but that Trove does not notify: a rename (``PUT`` with only a name).
-SILENT_OPERATIONS = frozenset({"update"})
+# Nor enabling or disabling root, which Trove audits only in its root history.
+SILENT_OPERATIONS = frozenset({"update", ROOT_ENABLE, ROOT_DISABLE})
 
 
 def notification_for(operation: str) -> ApiNotification | None:
@@ -247,6 +249,7 @@ _OPENING_INSTANCE_EVENTS: dict[str, Any] = {
     "StatusReset": lambda data: {},
     "DeleteRequested": lambda data: {},
     "Renamed": lambda data: {},
+    "GuestChangeRequested": lambda data: notified_traits(data["operation"], data["change"]),
 }
 
 

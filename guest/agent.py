@@ -174,14 +174,19 @@ class GuestAgent:
             self.manager().set_memory(memory_mb)
             self.manager().restart()
             self._heartbeat()
+        elif command.method in _ADMINISTRATION:
+            _ADMINISTRATION[command.method](self.manager(), args, _Passwords(self.config.key, args, secrets))
+        else:
+            raise DatastoreError(f"this guest agent cannot {command.method}")
 
     def _users(self, args: dict[str, Any], secrets: list[str]) -> Iterable[NewUser]:
         sealed = args.get("passwords", {})
         for user in args["users"]:
-            if user["name"] not in sealed:
+            key = f"{user['name']}@{user['host']}"
+            if key not in sealed:
                 raise DatastoreError(f"the password of user {user['name']} did not reach the guest; "
                                      f"create the user again with its password")
-            password = unseal(self.config.key, sealed[user["name"]])
+            password = unseal(self.config.key, sealed[key])
             secrets.append(password)
             yield NewUser(name=user["name"], password=password, host=user["host"],
                           databases=tuple(user["databases"]))
@@ -234,6 +239,60 @@ class GuestAgent:
                 log.info("the volume has room again (%.2f of %d GB): writes are allowed", used / GIB, limit_gb)
             manager.set_read_only(full)
             self._read_only = full
+
+
+class _Passwords:
+    """The passwords sealed in a command, opened one by one; each opened one is remembered to be scrubbed."""
+
+    def __init__(self, key: bytes, args: dict[str, Any], opened: list[str]) -> None:
+        self._key = key
+        self._sealed = args.get("passwords", {})
+        self._opened = opened
+
+    def of(self, name: str, host: str) -> str:
+        sealed = self._sealed.get(f"{name}@{host}")
+        if sealed is None:
+            raise DatastoreError(f"the password of user {name} did not reach the guest; give it again")
+        password = unseal(self._key, sealed)
+        self._opened.append(password)
+        return password
+
+
+def _create_databases(manager: DatastoreManager, args: dict[str, Any]) -> None:
+    for database in args["databases"]:  # each with its own character set and collation
+        manager.create_databases([database["name"]], database.get("character_set"), database.get("collate"))
+
+
+def _create_users(manager: DatastoreManager, args: dict[str, Any], passwords: _Passwords) -> None:
+    manager.create_users([NewUser(name=u["name"], password=passwords.of(u["name"], u["host"]), host=u["host"],
+                                  databases=tuple(u.get("databases") or ())) for u in args["users"]])
+
+
+def _update_user(manager: DatastoreManager, args: dict[str, Any], passwords: _Passwords) -> None:
+    user = args["user"]
+    password = passwords.of(user["name"], user["host"]) if args["passwords"] else None
+    manager.update_user(user["name"], user["host"], new_name=args["new_name"], new_host=args["new_host"],
+                        new_password=password)
+
+
+def _change_passwords(manager: DatastoreManager, args: dict[str, Any], passwords: _Passwords) -> None:
+    manager.change_passwords([NewUser(name=u["name"], password=passwords.of(u["name"], u["host"]), host=u["host"])
+                              for u in args["users"]])
+
+
+# The guest's half of Trove's database, user and root API, by command.
+_ADMINISTRATION: dict[str, Callable[[DatastoreManager, dict[str, Any], _Passwords], None]] = {
+    "database_create": lambda m, a, _: _create_databases(m, a),
+    "database_delete": lambda m, a, _: m.delete_database(a["database"]),
+    "user_create": _create_users,
+    "user_delete": lambda m, a, _: m.delete_user(a["user"]["name"], a["user"]["host"]),
+    "user_update_attributes": _update_user,
+    "user_change_password": _change_passwords,
+    "user_grant": lambda m, a, _: m.grant_access(a["user"]["name"], a["user"]["host"], a["databases"]),
+    "user_revoke": lambda m, a, _: m.revoke_access(a["user"]["name"], a["user"]["host"], a["database"]),
+    "root_enable": lambda m, a, p: m.enable_root(p.of("root", "%")),
+    "root_disable": lambda m, a, _: m.disable_root(),
+}
 
 
 def _scrub(text: str, secrets: list[str]) -> str:

@@ -33,6 +33,7 @@ from typing import Any
 
 from domain import guest_protocol as protocol
 from domain.context import OperationContext
+from domain.datastore_objects import GUEST_OPERATIONS
 from domain.errors import NotFound
 from domain.guest_protocol import GuestMessage, Heartbeat, Result
 from domain.instance import CREATE, RESIZE_FLAVOR, RESIZE_VOLUME, RESTART, Instance
@@ -45,7 +46,9 @@ log = logging.getLogger(__name__)
 
 # The operation each command serves: a result may close that operation and no other.
 _OPERATION_OF = {protocol.PREPARE: CREATE, protocol.RESTART: RESTART, protocol.RESIZE_VOLUME: RESIZE_VOLUME,
-                 protocol.RESIZE_FLAVOR: RESIZE_FLAVOR}
+                 protocol.RESIZE_FLAVOR: RESIZE_FLAVOR,
+                 # A change to databases, users or root is carried by the command of its operation's name.
+                 **{operation: operation for operation in GUEST_OPERATIONS}}
 
 
 @dataclass

@@ -38,6 +38,7 @@ from eventsourcing.persistence import IntegrityError
 from domain import guest_protocol as protocol
 from domain.catalog import domain_catalog
 from domain.context import OperationContext
+from domain.datastore_objects import WITH_PASSWORDS, user_key
 from domain.errors import NotFound
 from domain.instance import CREATE, RESIZE_VOLUME, Instance, initial_users
 from domain.public_events import PublicEvent
@@ -69,9 +70,11 @@ log = logging.getLogger(__name__)
 
 SETTLE, REFRESH = "settle", "refresh"
 AWAIT_HEALTHY, AWAIT_CLOSE, CLOSED = "await_healthy", "await_close", "closed"
+GUEST = "guest"  # the kind of a change to the datastore's databases, users or root
 _REQUESTS = {"CreateRequested": ("create", "create_server"), "RestartRequested": ("restart", "send"),
              "VolumeResizeRequested": ("resize_volume", "compute"),
-             "FlavorResizeRequested": ("resize_flavor", "compute"), "DeleteRequested": ("delete", "stop_guest")}
+             "FlavorResizeRequested": ("resize_flavor", "compute"), "DeleteRequested": ("delete", "stop_guest"),
+             "GuestChangeRequested": (GUEST, "send")}
 _CLOSES = frozenset({"OperationSucceeded", "OperationFailed"})
 _SERVER_IN_TRANSITION = frozenset({SERVER_BUILD, SERVER_REBOOT, SERVER_RESIZE, SERVER_VERIFY_RESIZE})
 _MAX_CHAIN = 12  # steps one worker runs back to back before giving others a turn
@@ -132,6 +135,7 @@ class TaskManager:
             ("resize_volume", "send"): self._send_guest_command, ("resize_volume", AWAIT_CLOSE): self._await_close,
             ("resize_flavor", "compute"): self._resize_flavor, ("resize_flavor", "wait_compute"): self._flavor_resized,
             ("resize_flavor", "send"): self._send_guest_command, ("resize_flavor", AWAIT_CLOSE): self._await_close,
+            (GUEST, "send"): self._send_guest_change, (GUEST, AWAIT_CLOSE): self._await_close,
             ("delete", "stop_guest"): self._stop_guest, ("delete", "delete_server"): self._delete_server,
             ("delete", "wait_gone"): self._wait_gone, ("delete", "remove_topic"): self._remove_topic,
             ("delete", "record"): self._record_deleted, (SETTLE, SETTLE): self._settle,
@@ -172,7 +176,7 @@ class TaskManager:
     def _operation_closed(self, event: PublicEvent, transaction: Any, now: float) -> None:
         operation, request_id = event.data["operation"], event.data["request_id"]
         detail = self._work.remove_operation(transaction, event.aggregate_id, request_id, (SETTLE, REFRESH)) or {}
-        if operation in (CREATE, RESIZE_VOLUME):
+        if operation in (CREATE, RESIZE_VOLUME) or operation in WITH_PASSWORDS:
             detail.update(operation=operation, succeeded=event.type == "OperationSucceeded")
             self._add(transaction, event.aggregate_id, request_id, SETTLE, operation, SETTLE, _context_of(event),
                       detail, None, now)
@@ -459,7 +463,8 @@ class TaskManager:
             item.instance_id, item.request_id, self._clock(), datastore=instance.datastore,
             datastore_version=instance.datastore_version, databases=item.detail.get("databases", []),
             users=users, volume_size=instance.volume_size,
-            passwords={user["name"]: passwords[user["name"]] for user in users if user["name"] in passwords},
+            passwords={key: passwords[key] for key in (user_key(u["name"], u["host"]) for u in users)
+                       if key in passwords},
             manager=instance.datastore_manager))
         return self._awaiting_healthy(item)
 
@@ -508,6 +513,17 @@ class TaskManager:
         self.guests.ensure(item.instance_id)
         self.guests.send(protocol.command(method, item.instance_id, item.request_id, self._clock(), **args))
         # The guest's result reaches the conductor, which closes the operation.
+        return Outcome(AWAIT_CLOSE, item.deadline)
+
+    def _send_guest_change(self, item: WorkItem) -> Outcome:
+        """A change to the datastore's databases, users or root: one guest command of the operation's name."""
+        if self._open_instance(item) is None:
+            return self._park(item)
+        args = dict(item.detail.get("change") or {})
+        if item.operation in WITH_PASSWORDS:
+            args["passwords"] = self._secrets.sealed(item.instance_id, item.request_id) if self._secrets else {}
+        self.guests.ensure(item.instance_id)
+        self.guests.send(protocol.command(item.operation, item.instance_id, item.request_id, self._clock(), **args))
         return Outcome(AWAIT_CLOSE, item.deadline)
 
     def _await_close(self, item: WorkItem) -> Outcome:
@@ -685,6 +701,10 @@ class TaskManager:
 
     def _settle(self, item: WorkItem) -> Outcome:
         detail = item.detail
+        if detail["operation"] in WITH_PASSWORDS:  # nothing reserved: only the passwords to forget
+            if self._secrets is not None:
+                self._secrets.discard(item.instance_id, item.request_id)
+            return Outcome(SETTLE, None, done=True)
         context = OperationContext.from_recorded(item.context).carried_by("taskmanager", self.server_ip)
         commit = True
         if detail["operation"] == RESIZE_VOLUME and not detail["succeeded"]:
@@ -716,4 +736,6 @@ def _detail_of(event: PublicEvent) -> dict[str, Any]:
         return {"old_volume_size": data["old_volume_size"], "new_volume_size": data["new_volume_size"]}
     if event.type == "FlavorResizeRequested":
         return {"old_flavor": data["old_flavor"], "new_flavor": data["new_flavor"]}
+    if event.type == "GuestChangeRequested":
+        return {"change": data["change"]}
     return {}

@@ -41,7 +41,7 @@ def test_prepare_round_trips_and_carries_a_password_only_sealed() -> None:
     command = protocol.prepare("i-1", "req-1", 12.5, datastore="mysql", datastore_version="8.0",
                                databases=["app"], users=[{"name": "app_user", "password": "s3cret",
                                                           "databases": ["app"]}, "other"],
-                               volume_size=2, passwords={"app_user": sealed}, manager="mariadb")
+                               volume_size=2, passwords={"app_user@%": sealed}, manager="mariadb")
     raw = command.to_json()
     assert b"s3cret" not in raw and b'"password"' not in raw
     parsed = parse_command(signed(raw, KEY), KEY)
@@ -49,7 +49,7 @@ def test_prepare_round_trips_and_carries_a_password_only_sealed() -> None:
     assert (parsed.method, parsed.request_id, parsed.args["manager"]) == ("prepare", "req-1", "mariadb")
     assert parsed.args["users"] == [{"name": "app_user", "host": "%", "databases": ["app"]},
                                     {"name": "other", "host": "%", "databases": []}]
-    assert unseal(KEY, parsed.args["passwords"]["app_user"]) == "s3cret"
+    assert unseal(KEY, parsed.args["passwords"]["app_user@%"]) == "s3cret"
     assert json.loads(raw)["version"] == protocol.PROTOCOL_VERSION
 
 

@@ -11,6 +11,7 @@ from adapters.rest.media import load
 from adapters.rest.middleware import require_admin
 from adapters.rest.reads import InstanceReads
 from adapters.rest.resources import Operation, accepted, context, identity, instance_id, links
+from domain.datastore_objects import ANY_HOST, user_key
 from domain.errors import InvalidRequest
 from projections.instance_view import InstanceRecord, InstanceViewQueries, record_from_aggregate
 from services.instances import CreateInstance, InstanceService
@@ -108,7 +109,8 @@ class InstancesResource(_InstanceList):
             users=[{"name": user["name"], "host": user.get("host") or "%",
                     "databases": [database["name"] for database in user.get("databases") or []]}
                    for user in body.get("users") or []],
-            passwords={user["name"]: user["password"] for user in body.get("users") or []})
+            passwords={user_key(user["name"], user.get("host") or ANY_HOST): user["password"]
+                       for user in body.get("users") or []})
         instance, version = self._instances.create(context(req), request)
         self._reads.wrote(context(req), str(instance.id), version)
         record = record_from_aggregate(instance)
