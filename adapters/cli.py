@@ -28,6 +28,7 @@ PROJECTIONS: dict[str, str] = {
     "instance-view": "projections.instance_view:InstanceView",
     "catalog-view": "projections.catalog_view:CatalogView",
     "fault-history": "projections.fault_history:FaultHistory",
+    "datastore-objects": "projections.datastore_objects:DatastoreObjectsView",
     "notifications": "adapters.bootstrap:notifier",
 }
 

@@ -31,7 +31,7 @@ class Topics:
 
 
 # Projections with a SQLite file of their own (``Settings.projection_url``).
-OWN_SQLITE_FILE = frozenset({"event-journal", "notifications", "fault-history"})
+OWN_SQLITE_FILE = frozenset({"event-journal", "notifications", "fault-history", "datastore-objects"})
 
 
 @dataclass(frozen=True)

@@ -311,5 +311,5 @@ INSTANCE_EVENTS: tuple[type, ...] = (
     Instance.ServiceStatusChanged, Instance.RestartRequested, Instance.VolumeResizeRequested,
     Instance.VolumeResized, Instance.FlavorResizeRequested, Instance.FlavorResized, Instance.Renamed,
     Instance.StatusReset, Instance.DeleteRequested, Instance.Deleted, Instance.OperationSucceeded,
-    Instance.OperationFailed,
+    Instance.OperationFailed, Instance.GuestChangeRequested,
 )

@@ -253,6 +253,10 @@ _OPENING_INSTANCE_EVENTS: dict[str, Any] = {
 }
 
 
+# Every instance event that opens an operation: the projections that follow operations take exactly these.
+OPENING_EVENTS = frozenset(_OPENING_INSTANCE_EVENTS)
+
+
 def opened_operation(event: PublicEvent) -> tuple[str, dict[str, Any]] | None:
     """The operation an instance event opens and its start traits (base traits included), or ``None``
     for an event that opens none."""

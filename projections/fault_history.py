@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from domain import faults
 from domain.catalog import domain_catalog
+from domain.notifications import OPENING_EVENTS
 from domain.public_events import PublicEvent
 from projections.json_rows import JsonRows, json_rows_table
 from projections.upsert import upsert_statement
@@ -81,8 +82,7 @@ instance_operations = Table(
 # instance id → the fold's state (open faults, datastore health) and the instance's datastore version.
 fault_instances = json_rows_table("fault_instances", metadata)
 
-OPENING = frozenset({"CreateRequested", "RestartRequested", "VolumeResizeRequested", "FlavorResizeRequested",
-                     "StatusReset", "DeleteRequested", "Renamed"})
+OPENING = OPENING_EVENTS
 CLOSING = {"OperationSucceeded": "succeeded", "OperationFailed": "failed"}
 HANDLED = frozenset({*OPENING, *CLOSING, "ServiceStatusChanged", "Deleted"})
 

@@ -22,7 +22,14 @@ from sqlalchemy.orm import Session
 
 from domain.api_lifecycle import ApiLifecycle
 from domain.catalog import domain_catalog
-from domain.notifications import INFO, Notification, NotificationContext, message_id_for, oslo_timestamp
+from domain.notifications import (
+    INFO,
+    OPENING_EVENTS,
+    Notification,
+    NotificationContext,
+    message_id_for,
+    oslo_timestamp,
+)
 from domain.periodic_usage import EXISTS_EVENT_TYPE, QuotaUsage, period_notifications
 from domain.public_events import PublicEvent
 from domain.usage import InstanceUsage, UsageNotification
@@ -39,8 +46,7 @@ notification_instances = json_rows_table("notification_instances", metadata)
 notification_quotas = json_rows_table("notification_quotas", metadata)
 
 # What can open or close an operation or change billed usage; the runner skips the rest undecoded.
-HANDLED = frozenset({"CreateRequested", "RestartRequested", "VolumeResizeRequested", "FlavorResizeRequested",
-                     "StatusReset", "DeleteRequested", "Renamed", "OperationSucceeded", "OperationFailed",
+HANDLED = frozenset({*OPENING_EVENTS, "OperationSucceeded", "OperationFailed",
                      "ServerProvisioned", "VolumeResized", "FlavorResized", "Deleted", "PeriodEnded",
                      "QuotaOpened", "QuotaReserved", "QuotaCommitted", "QuotaReservationReleased",
                      "QuotaUsageReleased", "QuotaLimitsChanged"})

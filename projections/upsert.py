@@ -36,4 +36,6 @@ def upsert_for_dialect(dialect: str, table: Table, keys: tuple[str, ...], update
     set_ = {name: insert.excluded[name] for name in updates}
     for name in greatest:
         set_[name] = case((insert.excluded[name] > table.c[name], insert.excluded[name]), else_=table.c[name])
+    if not set_:  # a row that is there already is all there is to it
+        return insert.on_conflict_do_nothing(index_elements=list(keys))
     return insert.on_conflict_do_update(index_elements=list(keys), set_=set_)

@@ -25,6 +25,15 @@ from adapters.rest.resources.catalog import (
     FlavorResource,
     FlavorsResource,
 )
+from adapters.rest.resources.datastore_objects import (
+    DatabaseResource,
+    DatabasesResource,
+    RootResource,
+    UserAccessResource,
+    UserDatabaseAccessResource,
+    UserResource,
+    UsersResource,
+)
 from adapters.rest.resources.faults import InstanceFaultsResource, MgmtInstanceFaultsResource
 from adapters.rest.resources.instances import (
     InstanceActionResource,
@@ -50,9 +59,11 @@ from adapters.settings import Settings
 from adapters.sql.write_marks import WriteMarks
 from projections.billing_ledger import BillingQueries
 from projections.catalog_view import CatalogQueries
+from projections.datastore_objects import DatastoreObjectQueries
 from projections.fault_history import FaultQueries, OperationReports
 from projections.instance_reports import InstanceReports
 from projections.instance_view import InstanceViewQueries
+from services.datastore_objects import DatastoreObjects
 from services.instances import InstanceService
 
 TENANT = "/v1.0/{tenant_id}"
@@ -61,7 +72,8 @@ TENANT = "/v1.0/{tenant_id}"
 def create_app(*, instances: InstanceService, instance_views: InstanceViewQueries, catalog: CatalogQueries,
                authenticator: Authenticator, settings: Settings, write_marks: WriteMarks,
                billing: BillingQueries, faults: FaultQueries, instance_reports: InstanceReports,
-               operation_reports: OperationReports, server_ip: str | None = None) -> falcon.App:
+               operation_reports: OperationReports, datastore_objects: DatastoreObjectQueries,
+               server_ip: str | None = None) -> falcon.App:
     """The WSGI app. ``settings`` supplies the region and the read-your-writes bound."""
     app = falcon.App(middleware=[RequestIdMiddleware(), AuthMiddleware(authenticator, server_ip or host_ip())])
     app.req_options.strip_url_path_trailing_slash = True
@@ -90,6 +102,16 @@ def create_app(*, instances: InstanceService, instance_views: InstanceViewQuerie
     route(f"{TENANT}/instances/{{instance}}", InstanceResource(reads, instances))
     route(f"{TENANT}/instances/{{instance}}/action", InstanceActionResource(reads, instances))
     route(f"{TENANT}/instances/{{instance}}/faults", InstanceFaultsResource(faults, reads, instance_views))
+    objects = DatastoreObjects(instances)
+    on_instance = (objects, datastore_objects, reads)
+    route(f"{TENANT}/instances/{{instance}}/databases", DatabasesResource(*on_instance))
+    route(f"{TENANT}/instances/{{instance}}/databases/{{database}}", DatabaseResource(*on_instance))
+    route(f"{TENANT}/instances/{{instance}}/users", UsersResource(*on_instance))
+    route(f"{TENANT}/instances/{{instance}}/users/{{user}}", UserResource(*on_instance))
+    route(f"{TENANT}/instances/{{instance}}/users/{{user}}/databases", UserAccessResource(*on_instance))
+    route(f"{TENANT}/instances/{{instance}}/users/{{user}}/databases/{{database}}",
+          UserDatabaseAccessResource(*on_instance))
+    route(f"{TENANT}/instances/{{instance}}/root", RootResource(*on_instance))
     route(f"{TENANT}/flavors", FlavorsResource(catalog))
     route(f"{TENANT}/flavors/{{flavor_id}}", FlavorResource(catalog))
     route(f"{TENANT}/datastores", DatastoresResource(catalog))

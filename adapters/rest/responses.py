@@ -311,3 +311,40 @@ class LatencyReport(Schema):
     start = fields.String(required=True)
     end = fields.String(required=True)
     operations = fields.List(fields.Nested(OperationLatency), required=True)
+
+
+class DatabaseName(Schema):
+    name = fields.String(required=True)
+
+
+class DatabaseList(Schema):
+    databases = fields.List(fields.Nested(DatabaseName), required=True)
+    links = fields.List(fields.Dict())
+
+
+class DatastoreUser(Schema):
+    name = fields.String(required=True)
+    host = fields.String(required=True)
+    databases = fields.List(fields.Nested(DatabaseName), required=True)
+
+
+class UserList(Schema):
+    users = fields.List(fields.Nested(DatastoreUser), required=True)
+    links = fields.List(fields.Dict())
+
+
+class UserShow(Schema):
+    user = fields.Nested(DatastoreUser, required=True)
+
+
+class RootEnabled(Schema):
+    rootEnabled = fields.Boolean(required=True)
+
+
+class RootUser(Schema):
+    name = fields.String(required=True)
+    password = fields.String(required=True, metadata={"description": "Shown once, here; kept nowhere."})
+
+
+class RootCreated(Schema):
+    user = fields.Nested(RootUser, required=True)

@@ -230,3 +230,34 @@ class QuotaLimits(Schema):
 
 class QuotaUpdateRequest(_Lenient):
     quotas = fields.Nested(QuotaLimits, required=True)
+
+
+# Databases, users and root (Trove's extensions) ------------------------------------------------------
+
+class DatabasesRequest(_Lenient):
+    databases = fields.List(fields.Nested(DatabaseRequest), required=True,
+                            validate=validate.Length(min=1, max=MAX_LIST))
+
+
+class UsersRequest(_Lenient):
+    users = fields.List(fields.Nested(UserRequest), required=True, validate=validate.Length(min=1, max=MAX_LIST))
+
+
+class UserAttributes(_Lenient):
+    name = Text(validate=[validate.Length(min=1, max=80), _not_blank])
+    password = Text(load_only=True, validate=validate.Length(min=1, max=255))
+    host = Text(validate=validate.Length(min=1, max=255))
+
+
+class UserUpdateRequest(_Lenient):
+    user = fields.Nested(UserAttributes, required=True)
+
+
+class AccessRequest(_Lenient):
+    databases = fields.List(fields.Nested(DatabaseNameRequest), required=True,
+                            validate=validate.Length(min=1, max=MAX_LIST))
+
+
+class RootRequest(_Lenient):
+    password = Text(load_only=True, validate=validate.Length(min=1, max=255),
+                    metadata={"description": "Root's new password; one is generated when it is left out."})

@@ -31,6 +31,8 @@ from adapters.sql.schema import create_tables
 from adapters.sql.write_marks import WriteMarks
 from projections.catalog_view import CatalogQueries
 from projections.catalog_view import metadata as catalog_metadata
+from projections.datastore_objects import DatastoreObjectQueries, DatastoreObjectsView
+from projections.datastore_objects import metadata as objects_metadata
 from projections.fault_history import FaultHistory, FaultQueries, OperationReports
 from projections.fault_history import metadata as fault_metadata
 from projections.instance_reports import InstanceReports
@@ -62,13 +64,16 @@ def build_api(settings: Settings) -> falcon.App:
     faults_engine = projection_engine(settings, FaultHistory.name)
     create_tables(faults_engine, fault_metadata)
     faults = read_only(faults_engine)
+    objects_engine = projection_engine(settings, DatastoreObjectsView.name)
+    create_tables(objects_engine, objects_metadata)
     reader = read_only(engine)
     views = InstanceViewQueries(reader, settings.agent_heartbeat_expiry_s)
     return create_app(instances=instances, instance_views=views, catalog=CatalogQueries(reader),
                       authenticator=build_authenticator(settings), settings=settings,
                       write_marks=write_marks(settings, engine), billing=billing_queries(settings),
                       faults=FaultQueries(faults), operation_reports=OperationReports(faults),
-                      instance_reports=InstanceReports(reader, views, settings.agent_heartbeat_expiry_s))
+                      instance_reports=InstanceReports(reader, views, settings.agent_heartbeat_expiry_s),
+                      datastore_objects=DatastoreObjectQueries(read_only(objects_engine)))
 
 
 def write_marks(settings: Settings, view_engine: Engine) -> WriteMarks:

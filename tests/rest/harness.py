@@ -27,6 +27,7 @@ from adapters.rest.wsgi import write_marks
 from adapters.settings import Settings, load_settings
 from adapters.sql.engine import create_sql_engine
 from projections.catalog_view import CatalogQueries, CatalogView
+from projections.datastore_objects import DatastoreObjectQueries, DatastoreObjectsView
 from projections.fault_history import FaultHistory, FaultQueries, OperationReports
 from projections.instance_reports import InstanceReports
 from projections.instance_view import InstanceView, InstanceViewQueries
@@ -48,8 +49,11 @@ class Api:
         self.instances.catalog.seed(CATALOG)
         self.engine = create_sql_engine(self.settings.read_model_url)
         self.faults_engine = create_sql_engine(self.settings.projection_url(FaultHistory.name))
-        self.projector = InlineProjector(self.instances, self.engine, [InstanceView(), CatalogView(), FaultHistory()],
-                                         engines={FaultHistory.name: self.faults_engine})
+        self.objects_engine = create_sql_engine(self.settings.projection_url(DatastoreObjectsView.name))
+        self.projector = InlineProjector(self.instances, self.engine,
+                                         [InstanceView(), CatalogView(), FaultHistory(), DatastoreObjectsView()],
+                                         engines={FaultHistory.name: self.faults_engine,
+                                                  DatastoreObjectsView.name: self.objects_engine})
         self.projector.catch_up()
         self.authority = LocalTokenAuthority.for_data_dir(data_dir)
         self.views = InstanceViewQueries(self.engine, self.settings.agent_heartbeat_expiry_s)
@@ -60,7 +64,8 @@ class Api:
                               billing=billing_queries(self.settings), faults=FaultQueries(self.faults_engine),
                               operation_reports=OperationReports(self.faults_engine),
                               instance_reports=InstanceReports(self.engine, self.views,
-                                                               self.settings.agent_heartbeat_expiry_s))
+                                                               self.settings.agent_heartbeat_expiry_s),
+                              datastore_objects=DatastoreObjectQueries(self.objects_engine))
         self.client = falcon.testing.TestClient(self.app)
         self.user_token = self.token(TENANT, "u1")
         self.admin_token = self.token("admin-project", "root", roles=("admin",))
