@@ -36,13 +36,14 @@ class NameRules:
     reserved_databases: frozenset[str]
     reserved_users: frozenset[str]
     hosts: bool  # whether users have a host part (MySQL) or are one per name (PostgreSQL)
+    root_name: str  # the superuser enabling root lets in: Trove's "root" (MySQL), "postgres" (PostgreSQL)
 
 
 _MYSQL = NameRules(64, 32, frozenset({"mysql", "information_schema", "performance_schema", "sys", "lost+found",
                                       "#mysql50#lost+found"}),
-                   frozenset({"os_admin", "root", "mariadb.sys", "mysql", "public"}), hosts=True)
+                   frozenset({"os_admin", "root", "mariadb.sys", "mysql", "public"}), hosts=True, root_name="root")
 _POSTGRESQL = NameRules(63, 63, frozenset({"postgres", "template0", "template1", "os_admin"}),
-                        frozenset({"os_admin", "postgres", "root"}), hosts=False)
+                        frozenset({"os_admin", "postgres", "root"}), hosts=False, root_name="postgres")
 _RULES = {"mysql": _MYSQL, "mariadb": _MYSQL, "postgresql": _POSTGRESQL}
 _HOST = re.compile(r"^[A-Za-z0-9%_.:\-]{1,255}$")
 _CHARSET = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")

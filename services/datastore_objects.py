@@ -122,12 +122,21 @@ class DatastoreObjects:
                                             "database": objects.database_name(rules, database)}, admin=admin)
 
     def enable_root(self, context: OperationContext, instance_id: UUID | str, password: str | None = None, *,
-                    admin: bool = False) -> tuple[int, str]:
-        """Enable root with ``password``, or one generated here: returned once, to the caller, and kept nowhere."""
+                    admin: bool = False) -> tuple[int, str, str]:
+        """Enable root with ``password``, or one generated here: returned once, to the caller, and kept nowhere.
+
+        Returns the version written, the superuser's name on this datastore, and its password."""
         chosen = _password(password) if password is not None else secrets.token_urlsafe(ROOT_PASSWORD_BYTES)
-        version = self._request(context, instance_id, objects.ROOT_ENABLE, lambda rules: {},
+        names: list[str] = []
+
+        def change(rules: NameRules) -> dict[str, Any]:
+            names.append(rules.root_name)
+            return {}
+
+        # The drop's key is the guest's name for "the superuser", whatever the datastore calls it.
+        version = self._request(context, instance_id, objects.ROOT_ENABLE, change,
                                 {user_key(objects.ROOT_USER): chosen}, admin=admin)
-        return version, chosen
+        return version, names[-1], chosen
 
     def disable_root(self, context: OperationContext, instance_id: UUID | str, *, admin: bool = False) -> int:
         return self._request(context, instance_id, objects.ROOT_DISABLE, lambda rules: {}, admin=admin)

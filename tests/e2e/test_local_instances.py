@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.integration,
                                  reason="the PostgreSQL and MariaDB server binaries are not installed")]
 
 PASSWORD = "An0ther-pa55word-for-the-app"
+ANALYST_PASSWORD = "analyst-Pa55-word"
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,18 @@ def _endpoint(shown: dict[str, Any]) -> tuple[str, int]:
     return address["address"], address["port"]
 
 
+def _done(stack: FullStack, token: str, method: str, path: str, body: Any = None, code: int = 202) -> Any:
+    """Call the API, then wait for the operation it opened to be closed by the guest; the answer's body."""
+    answered, answer, headers = stack.call(method, path, token, body)
+    assert answered == code, answer
+    instance_id = path.split("/instances/")[1].split("/")[0]
+    request_id = headers["X-Openstack-Request-Id"]
+    stack.wait(lambda: bool(stack.closing_events(instance_id, request_id)), f"{method} {path} to be done", 90)
+    closed = stack.wait_closed(instance_id, request_id)
+    assert type(closed).__name__ == "OperationSucceeded", getattr(closed, "message", closed)
+    return answer
+
+
 def _delete(stack: FullStack, tenant: str, token: str, instance_id: str) -> None:
     code, _, _ = stack.call("DELETE", f"/v1.0/{tenant}/instances/{instance_id}", token)
     assert code == 202
@@ -98,10 +111,34 @@ def test_a_postgresql_instance_is_a_real_server_its_user_can_use(local_stack: Fu
     local_stack.wait_status(tenant, token, shown["id"], "ACTIVE", timeout=90)
     assert _rows(host, port) == 1, "the restarted server serves the same rows"
 
+    # Databases, users and root through Trove's routes, carried out by the guest on the real server.
+    base = f"/v1.0/{tenant}/instances/{shown['id']}"
+    _done(local_stack, token, "POST", f"{base}/databases", {"databases": [{"name": "reports"}]})
+    _done(local_stack, token, "POST", f"{base}/users", {"users": [
+        {"name": "analyst", "password": ANALYST_PASSWORD, "databases": [{"name": "reports"}]}]})
+    local_stack.wait(lambda: local_stack.call("GET", f"{base}/users/analyst", token)[0] == 200, "analyst listed")
+    code, listed, _ = local_stack.call("GET", f"{base}/databases", token)
+    assert code == 200 and [d["name"] for d in listed["databases"]] == ["inventory", "reports"]
+    with psycopg.connect(host=host, port=port, user="analyst", password=ANALYST_PASSWORD, dbname="reports",
+                         connect_timeout=5) as connection:
+        assert connection.execute("SELECT current_user").fetchone() == ("analyst",)
+    root = _done(local_stack, token, "POST", f"{base}/root", code=200)
+    assert root["user"]["name"] == "postgres"
+    with psycopg.connect(host=host, port=port, user="postgres", password=root["user"]["password"],
+                         dbname="postgres", connect_timeout=5) as connection:
+        assert connection.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
+    _done(local_stack, token, "DELETE", f"{base}/users/analyst")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(host=host, port=port, user="analyst", password=ANALYST_PASSWORD, dbname="reports",
+                        connect_timeout=3)
+
+    secrets = (PASSWORD, ANALYST_PASSWORD, root["user"]["password"])
     for log_file in (local_stack.data_dir / "logs").glob("*.log"):
-        assert PASSWORD not in log_file.read_text(errors="replace"), f"the password is in {log_file.name}"
+        text = log_file.read_text(errors="replace")
+        assert not any(secret in text for secret in secrets), f"a password is in {log_file.name}"
     home = local_stack.data_dir / "local-compute" / shown["id"]
-    assert PASSWORD not in (home / "agent.log").read_text(errors="replace")
+    agent_log = (home / "agent.log").read_text(errors="replace")
+    assert not any(secret in agent_log for secret in secrets)
     _delete(local_stack, tenant, token, shown["id"])
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(host=host, port=port, user="app", password=PASSWORD, dbname="inventory", connect_timeout=3)
@@ -134,6 +171,23 @@ def test_a_mysql_instance_is_a_real_mariadb_server_its_user_can_use(local_stack:
                 cursor.execute("CREATE DATABASE other")
     finally:
         connection.close()
+
+    base = f"/v1.0/{tenant}/instances/{shown['id']}"
+    _done(local_stack, token, "POST", f"{base}/databases", {"databases": [{"name": "archive"}]})
+    _done(local_stack, token, "PUT", f"{base}/users/app/databases", {"databases": [{"name": "archive"}]})
+    code, access, _ = local_stack.call("GET", f"{base}/users/app/databases", token)
+    assert code == 200 and [d["name"] for d in access["databases"]] == ["archive", "inventory"]
+    with pymysql.connect(host=host, port=port, user="app", password=PASSWORD, database="archive",
+                         connect_timeout=5) as granted, granted.cursor() as cursor:
+        cursor.execute("CREATE TABLE kept (id int)")
+    _done(local_stack, token, "PUT", f"{base}/users", {"users": [{"name": "app", "password": ANALYST_PASSWORD}]})
+    with pytest.raises(pymysql.err.OperationalError):
+        pymysql.connect(host=host, port=port, user="app", password=PASSWORD, connect_timeout=3)
+    root = _done(local_stack, token, "POST", f"{base}/root", code=200)
+    with pymysql.connect(host=host, port=port, user="root", password=root["user"]["password"],
+                         connect_timeout=5) as as_root, as_root.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM archive.kept")
+        assert cursor.fetchone() == (0,)
     _delete(local_stack, tenant, token, shown["id"])
     with pytest.raises(pymysql.err.OperationalError):
         pymysql.connect(host=host, port=port, user="app", password=PASSWORD, connect_timeout=3)

@@ -106,7 +106,7 @@ def test_root_is_enabled_with_a_password_shown_once_and_disabled(api: Api) -> No
     assert api.get(_path(instance_id, "/root")).json == {"rootEnabled": False}
     assert api.delete(_path(instance_id, "/root")).status_code == 404
     chosen = api.post(_path(instance_id, "/root"), json={"password": "my-own-root-pw"})
-    assert chosen.json == {"user": {"name": "root", "password": "my-own-root-pw"}}
+    assert chosen.json == {"user": {"name": "postgres", "password": "my-own-root-pw"}}, "Trove's PostgreSQL root"
     _guest_answers(api, instance_id)
     assert api.get(_path(instance_id, "/root")).json == {"rootEnabled": True}
     assert api.delete(_path(instance_id, "/root")).status_code == 204

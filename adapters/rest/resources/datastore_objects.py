@@ -16,7 +16,7 @@ from adapters.rest.media import load
 from adapters.rest.reads import InstanceReads
 from adapters.rest.resources import Operation, accepted, context, identity, instance_id, links
 from adapters.rest.resources.instances import page_parameters
-from domain.datastore_objects import ROOT_USER, split_user_id
+from domain.datastore_objects import split_user_id
 from domain.errors import NotFound
 from projections.datastore_objects import DatastoreObjectQueries, DatastoreUser
 from services.datastore_objects import DatastoreObjects
@@ -216,11 +216,11 @@ class RootResource(_OnInstance):
         key = self._instance(req, instance)
         # Trove's clients post no body at all; a JSON object may choose the password.
         body = load(ROOT_REQUEST, req) if req.content_length else {}
-        version, password = self._objects.enable_root(context(req), key, body.get("password"),
-                                                      admin=identity(req).is_admin)
+        version, name, password = self._objects.enable_root(context(req), key, body.get("password"),
+                                                            admin=identity(req).is_admin)
         self._reads.wrote(context(req), key, version)
         resp.set_header("Cache-Control", "no-store")  # the password is in it
-        resp.media = {"user": {"name": ROOT_USER, "password": password}}
+        resp.media = {"user": {"name": name, "password": password}}
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant_id: str, instance: str) -> None:
         key = self._instance(req, instance)
