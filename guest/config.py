@@ -98,6 +98,8 @@ class AgentState:
 
     def save(self, path: Path) -> None:
         # Replaced whole, so a crash mid-write leaves the previous state rather than half of one.
+        # The run directory may not exist yet: before prepare nothing else has made it.
+        path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(asdict(self), sort_keys=True))
         os.replace(temporary, path)

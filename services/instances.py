@@ -22,6 +22,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
+from domain import datastore_objects as objects
 from domain.context import OperationContext
 from domain.errors import InvalidRequest, NotFound
 from domain.instance import CREATE, Instance, validate_name
@@ -137,6 +138,7 @@ class InstanceService(TroveApplication):
             raise InvalidRequest("Volume size must be a positive integer.")
         flavor = self.catalog.flavor(request.flavor_ref)
         version = self.catalog.datastore_version(request.datastore, request.datastore_version)
+        databases, users = _initial_objects(request, version.manager, version.datastore)
 
         def attempt() -> tuple[Instance, int]:
             instance = Instance(
@@ -144,7 +146,7 @@ class InstanceService(TroveApplication):
                 flavor=flavor.summary(), volume_size=request.volume_size, datastore=version.datastore,
                 datastore_version=version.name, datastore_version_id=str(version.id),
                 availability_zone=request.availability_zone, region=self.region,
-                databases=list(request.databases), users=list(request.users), image_id=version.image_id,
+                databases=databases, users=users, image_id=version.image_id,
                 datastore_manager=version.manager)
             quota = self.quota(context.tenant_id) or Quota(tenant_id=context.tenant_id)
             deltas = {INSTANCES: 1, VOLUMES: request.volume_size or 0}
@@ -298,6 +300,19 @@ class InstanceService(TroveApplication):
             return instance.version
 
         return _retrying(attempt)
+
+
+def _initial_objects(request: CreateInstance, manager: str | None,
+                     datastore: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """A create's databases and users, their names checked as the datastore takes them."""
+    if not request.databases and not request.users:
+        return [], []
+    rules = objects.rules_for(manager, datastore)
+    databases = [objects.database_name(rules, name) for name in request.databases]
+    users = [{"name": objects.user_name(rules, user.get("name")), "host": objects.user_host(rules, user.get("host")),
+              "databases": [objects.database_name(rules, name) for name in user.get("databases") or []]}
+             for user in request.users]
+    return databases, users
 
 
 class InstanceChanges:

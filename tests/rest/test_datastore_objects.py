@@ -148,3 +148,18 @@ def test_one_change_at_a_time_and_none_on_a_building_instance(api: Api) -> None:
     assert busy.status_code == 422 and "busy with its database_create" in busy.json["unprocessableEntity"]["message"]
     other = api.get(f"/v1.0/someone-else/instances/{instance_id}/databases", token=api.token("someone-else"))
     assert other.status_code == 404, "another tenant's instance does not exist for them"
+
+
+@pytest.mark.parametrize(("datastore", "extra", "message"), [
+    ("mysql", {"users": [{"name": "root", "password": "p"}]}, "'root' is a reserved user name."),
+    ("postgresql", {"databases": [{"name": "postgres"}]}, "'postgres' is a reserved database name."),
+    ("postgresql", {"users": [{"name": "u", "password": "p", "host": "192.0.2.1"}]}, "have no host"),
+])
+def test_a_create_names_its_databases_and_users_as_its_datastore_takes_them(api: Api, datastore: str, extra: dict,
+                                                                            message: str) -> None:
+    before = api.stored_events()
+    body = {"instance": {"name": "db", "flavorRef": "2", "volume": {"size": 1}, "datastore": {"type": datastore},
+                         **extra}}
+    answer = api.post(f"/v1.0/{TENANT}/instances", json=body)
+    assert answer.status_code == 400 and message in answer.json["badRequest"]["message"], answer.text
+    assert api.stored_events() == before
