@@ -124,14 +124,18 @@ class Heartbeat:
     sent_at: float
     version: int = PROTOCOL_VERSION
     method: str = HEARTBEAT
+    volume_used_bytes: int | None = None  # the datastore's files on the volume, measured; None when unknown
 
     @property
     def status(self) -> ServiceStatus:
         return ServiceStatus.from_description(self.service_status)
 
     def to_json(self) -> bytes:
-        return _dump({"version": self.version, "kind": HEARTBEAT, "instance_id": self.instance_id,
-                      "service_status": self.service_status, "sent_at": self.sent_at})
+        body = {"version": self.version, "kind": HEARTBEAT, "instance_id": self.instance_id,
+                "service_status": self.service_status, "sent_at": self.sent_at}
+        if self.volume_used_bytes is not None:
+            body["volume_used_bytes"] = self.volume_used_bytes
+        return _dump(body)
 
 
 @dataclass(frozen=True)
@@ -258,7 +262,10 @@ def parse_guest_message(raw: bytes | str, key_for: KeyFor) -> GuestMessage:
             ServiceStatus.from_description(description)
         except ValueError as exc:
             raise GuestProtocolError(f"heartbeat: {exc}") from None
-        return Heartbeat(instance_id, description, _sent_at(body), body["version"])
+        used = body.get("volume_used_bytes")
+        if used is not None and (isinstance(used, bool) or not isinstance(used, int) or used < 0):
+            raise GuestProtocolError("heartbeat: volume_used_bytes must be a non-negative integer")
+        return Heartbeat(instance_id, description, _sent_at(body), body["version"], volume_used_bytes=used)
     if kind == RESULT:
         method = _string(body, "method")
         if method not in _COMMAND_ARGS:

@@ -207,29 +207,34 @@ class GuestAgent:
         """The probed status, once the instance has a datastore; the volume is checked on the way."""
         if self.state.manager is None:
             return
+        used = None
         try:
             status = self.manager().status()
             if status is ServiceStatus.HEALTHY:
-                self._enforce_volume()
+                used = self._enforce_volume()
         except Exception as exc:  # a probe that fails says so; the agent goes on reading its commands
             log.error("could not probe the datastore: %s", exc)
             status = ServiceStatus.UNKNOWN
-        self._send_status(status)
+        self._send_status(status, used)
 
-    def _send_status(self, status: ServiceStatus) -> None:
-        self._send(protocol.Heartbeat(self.config.instance_id, status.description, self._clock()).to_json())
+    def _send_status(self, status: ServiceStatus, volume_used_bytes: int | None = None) -> None:
+        self._send(protocol.Heartbeat(self.config.instance_id, status.description, self._clock(),
+                                      volume_used_bytes=volume_used_bytes).to_json())
 
     def _send(self, message: bytes) -> None:
         assert self._producer is not None
         self._producer.send(self.config.conductor_topic, key=self.config.instance_id.encode(),
                             value=protocol.signed(message, self.config.key))
 
-    def _enforce_volume(self) -> None:
-        limit_gb = self.config.layout(self.state).volume_size_gb
-        if not limit_gb or self.state.manager is None:
-            return
+    def _enforce_volume(self) -> int | None:
+        """Measure the volume and refuse writes while it is full; what it measured (None: no datastore yet)."""
+        if self.state.manager is None:
+            return None
         manager = self.manager()
         used = manager.volume_used_bytes()
+        limit_gb = self.config.layout(self.state).volume_size_gb
+        if not limit_gb:
+            return used
         full = used >= limit_gb * GIB
         if full != self._read_only:
             if full:
@@ -239,6 +244,7 @@ class GuestAgent:
                 log.info("the volume has room again (%.2f of %d GB): writes are allowed", used / GIB, limit_gb)
             manager.set_read_only(full)
             self._read_only = full
+        return used
 
 
 class _Passwords:

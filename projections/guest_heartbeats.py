@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Column, Connection, Float, Index, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, Connection, Float, Index, MetaData, String, Table
 
 from projections.upsert import upsert_statement
 from services.ports import GuestLiveness
@@ -22,6 +22,7 @@ guest_heartbeats = Table(
     Column("service_status", String(64), nullable=False),
     Column("last_seen_at", Float, nullable=False),  # epoch seconds, when the conductor received it
     Column("sent_at", Float, nullable=False),
+    Column("volume_used_bytes", BigInteger),  # what the guest last measured of its volume (Trove's volume.used)
     Index("ix_guest_heartbeats_last_seen", "last_seen_at"),  # guests gone silent
 )
 
@@ -29,7 +30,8 @@ guest_heartbeats = Table(
 def record_heartbeats(connection: Connection, beats: Iterable[GuestLiveness]) -> None:
     """Make each beat its instance's one liveness row, in the caller's transaction."""
     rows = [{"instance_id": b.instance_id, "service_status": b.service_status, "last_seen_at": b.last_seen_at,
-             "sent_at": b.sent_at} for b in beats]
+             "sent_at": b.sent_at, "volume_used_bytes": b.volume_used_bytes} for b in beats]
     if rows:
         connection.execute(upsert_statement(connection, guest_heartbeats, ["instance_id"],
-                                            ["service_status", "last_seen_at", "sent_at"]), rows)
+                                            ["service_status", "last_seen_at", "sent_at", "volume_used_bytes"]),
+                           rows)

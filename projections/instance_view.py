@@ -207,6 +207,7 @@ class InstanceRecord:
     deleted_at: str | None
     version: int
     fault: dict[str, Any] | None = None  # the latest open fault (domain/faults.py)
+    volume_used_bytes: int | None = None  # as the guest last measured it
 
 
 class InstanceViewQueries:
@@ -265,7 +266,7 @@ class InstanceViewQueries:
     @staticmethod
     def select_rows():  # type: ignore[no-untyped-def]
         """The view's rows with their guest's last heartbeat, as every read selects them."""
-        return (select(instance_view, guest_heartbeats.c.last_seen_at)
+        return (select(instance_view, guest_heartbeats.c.last_seen_at, guest_heartbeats.c.volume_used_bytes)
                 .select_from(instance_view.outerjoin(guest_heartbeats,
                                                      guest_heartbeats.c.instance_id == instance_view.c.id)))
 
@@ -290,7 +291,8 @@ class InstanceViewQueries:
             availability_zone=row["availability_zone"], server_id=row["server_id"], volume_id=row["volume_id"],
             addresses=json_value(row["addresses"]), created_at=row["created_at"], updated_at=row["updated_at"],
             deleted=bool(row["deleted"]), deleted_at=row["deleted_at"], version=row["version"],
-            fault=faults.current_fault({"open": json_value(row["open_faults"])}))
+            fault=faults.current_fault({"open": json_value(row["open_faults"])}),
+            volume_used_bytes=row["volume_used_bytes"])
 
 
 def record_from_aggregate(instance: Instance, events: Iterable[PublicEvent] = ()) -> InstanceRecord:

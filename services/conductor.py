@@ -115,7 +115,8 @@ class Conductor:
                 status, reconciled_at = reconciled
                 row = LastSeen(message.instance_id, message.method, message.sent_at, status, reconciled_at)
                 beats[message.instance_id] = GuestLiveness(message.instance_id, message.service_status,
-                                                           last_seen_at=self._clock(), sent_at=message.sent_at)
+                                                           last_seen_at=self._clock(), sent_at=message.sent_at,
+                                                           volume_used_bytes=message.volume_used_bytes)
             elif self._result(message, instances):
                 row = LastSeen(message.instance_id, message.method, message.sent_at)
             else:

@@ -25,7 +25,7 @@ from eventsourcing.persistence import IntegrityError
 from domain import datastore_objects as objects
 from domain.context import OperationContext
 from domain.errors import InvalidRequest, NotFound
-from domain.instance import CREATE, Instance, validate_name
+from domain.instance import CREATE, Instance, initial_users, validate_name
 from domain.public_events import PublicEvent, to_public_event
 from domain.quota import INSTANCES, VOLUMES, Quota, quota_id
 from domain.statuses import ServiceStatus
@@ -309,9 +309,9 @@ def _initial_objects(request: CreateInstance, manager: str | None,
         return [], []
     rules = objects.rules_for(manager, datastore)
     databases = [objects.database_name(rules, name) for name in request.databases]
-    users = [{"name": objects.user_name(rules, user.get("name")), "host": objects.user_host(rules, user.get("host")),
-              "databases": [objects.database_name(rules, name) for name in user.get("databases") or []]}
-             for user in request.users]
+    users = [{"name": objects.user_name(rules, user["name"]), "host": objects.user_host(rules, user["host"]),
+              "databases": [objects.database_name(rules, name) for name in user["databases"]]}
+             for user in initial_users(request.users)]
     return databases, users
 
 

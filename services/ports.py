@@ -149,6 +149,7 @@ class GuestLiveness:
     service_status: str
     last_seen_at: float  # the conductor's clock, when it took the heartbeat
     sent_at: float
+    volume_used_bytes: int | None = None  # the datastore's files, as the guest measured them
 
 
 class GuestLedger(Protocol):

@@ -60,6 +60,7 @@ class InstanceReads:
         if row is not None:
             # What only the view knows (addresses, heartbeat time) is still right for a slightly older row.
             fresh = replace(fresh, addresses=row.addresses, service_status_updated=row.service_status_updated,
+                            volume_used_bytes=row.volume_used_bytes,
                             availability_zone=row.availability_zone, operating_status=row.operating_status
                             if row.service_status is fresh.service_status else fresh.operating_status)
         return self._visible(fresh, context, admin)

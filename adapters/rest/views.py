@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 from domain.quota import RESOURCES, Quota
 from projections.catalog_view import DatastoreRecord, FlavorRecord, VersionRecord
 from projections.instance_view import InstanceRecord
+from services.ports import GIB
 
 API_VERSION = "v1.0"
 VERSION_UPDATED = "2012-08-01T00:00:00Z"
@@ -111,6 +112,8 @@ def instance_detail(record: InstanceRecord, links: Links, *, admin: bool = False
     if admin:
         view["server_id"] = record.server_id
         view["volume_id"] = record.volume_id
+    if "volume" in view and record.volume_used_bytes is not None:
+        view["volume"]["used"] = round(record.volume_used_bytes / GIB, 2)  # GB, as Trove's show gives it
     if record.fault is not None:
         view["fault"] = fault(record.fault, admin=admin)
     return view

@@ -102,6 +102,13 @@ def test_a_postgresql_instance_is_a_real_server_its_user_can_use(local_stack: Fu
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(host=host, port=port, user="app", password="wrong", dbname="inventory", connect_timeout=5)
 
+    def used() -> float:
+        shown_now = local_stack.show(tenant, token, shown["id"])
+        return shown_now["volume"].get("used", 0.0) if isinstance(shown_now, dict) else 0.0
+
+    # The guest measures its data directory (a fresh PostgreSQL cluster is some tens of MB) and reports it.
+    local_stack.wait(lambda: 0.0 < used() < 1.0, "the show to give the volume's real use")
+
     code, _, headers = local_stack.call("POST", f"/v1.0/{tenant}/instances/{shown['id']}/action", token,
                                         {"restart": {}})
     assert code == 202
