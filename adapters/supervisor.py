@@ -135,7 +135,9 @@ class Supervisor:
 
     def _print_banner(self, settings: Settings) -> None:
         endpoint = self.api_endpoint(settings)
-        fake_note = " (simulated servers and guests)" if settings.compute_driver == "fake" else ""
+        fake_note = {"fake": " (simulated servers and guests)",
+                     "local": " (each instance a guest agent and a real database server on 127.0.0.1; they keep "
+                              "running when this stops: delete them through the API)"}.get(settings.compute_driver, "")
         print(f"""
 trove-es is running (data in {settings.data_dir}).
   API (Trove v1.0):        {endpoint}/v1.0   (OpenAPI: {endpoint}/v1.0/openapi.json)
@@ -155,6 +157,14 @@ Notifications, in Ceilometer's format, go to {settings.topics.notifications_info
 Press Ctrl-C to stop.
 """, flush=True)
 
+    @staticmethod
+    def _connect_hint(settings: Settings) -> str:
+        if settings.compute_driver != "local":
+            return ""
+        return """Once it is ACTIVE, connect at the port its show gives in addresses[0].port:
+  psql -h 127.0.0.1 -p PORT -U app appdb        (password app-pa55word)
+"""
+
     def _usage(self, settings: Settings, endpoint: str) -> str:
         if settings.auth_mode != "local":
             return f"\nAuthenticate with a Keystone token ({settings.keystone_url}) in X-Auth-Token.\n"
@@ -173,9 +183,10 @@ Create an instance and watch it go BUILD -> ACTIVE:
   TOKEN={tenant_token}
   curl -s -H "X-Auth-Token: $TOKEN" -H 'Content-Type: application/json' {base}/instances \\
        -d '{{"instance": {{"name": "db1", "flavorRef": "2", "volume": {{"size": 1}},
-            "datastore": {{"type": "postgresql"}}}}}}'
+            "datastore": {{"type": "postgresql"}}, "databases": [{{"name": "appdb"}}],
+            "users": [{{"name": "app", "password": "app-pa55word", "databases": [{{"name": "appdb"}}]}}]}}}}'
   curl -s -H "X-Auth-Token: $TOKEN" {base}/instances
-
+{self._connect_hint(settings)}
 Or with python-troveclient:
   .venv/bin/python - <<'PY'
 from keystoneauth1 import session, token_endpoint
