@@ -15,6 +15,10 @@ one an instance shows is its latest *open* fault. A fault is resolved by
 - the delete request that superseded the failed operation (the aggregate fails what a delete
   interrupts, in the same command; that is history, not a fault to show).
 
+A condition the guest reports that is nobody's operation (``GuestFaultReported``: its volume is full,
+so the datastore refuses writes) is a fault too, named by the condition, resolved when the guest
+clears it (``GuestFaultCleared``: a resize gave it room) or by a status reset.
+
 When the instance is deleted its faults are soft-deleted: admins still see them.
 
 ``message`` is at most 255 characters (Trove's column), cut with ``...``; ``details`` is the full
@@ -103,6 +107,18 @@ def fold(state: dict[str, Any], event: PublicEvent) -> list[FaultChange]:
         }
         state["open"].append(fault)
         return [FaultRecorded(fault)]
+    if kind == "GuestFaultReported":
+        fault = {
+            "id": fault_id(event.event_id), "instance_id": event.aggregate_id, "tenant_id": event.tenant_id,
+            "operation": data["condition"], "request_id": event.request_id, "server_type": "guest",
+            "message": truncated(scrubbed(data["message"])),
+            "details": scrubbed(f"Server type: guest\n{data['message']}"),
+            "created": event.occurred_at, "version": event.version, "unhealthy": False,
+        }
+        state["open"].append(fault)
+        return [FaultRecorded(fault)]
+    if kind == "GuestFaultCleared":
+        return _resolve(state, event, lambda f: f["operation"] == data["condition"])
     if kind == "ServiceStatusChanged":
         was_healthy, state["healthy"] = state["healthy"], data["service_status"] == HEALTHY
         if state["healthy"] and not was_healthy:

@@ -35,7 +35,8 @@ from domain.statuses import ServiceStatus
 PROTOCOL_VERSION = 1
 
 PREPARE, RESTART, RESIZE_VOLUME, RESIZE_FLAVOR, STOP = "prepare", "restart", "resize_volume", "resize_flavor", "stop"
-HEARTBEAT, RESULT = "heartbeat", "result"
+HEARTBEAT, RESULT, FAULT = "heartbeat", "result", "fault"
+VOLUME_FULL = "volume_full"  # a guest fault: the datastore refuses writes until the volume is resized
 
 # Arguments each command must carry, with their JSON types.
 _COMMAND_ARGS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -157,7 +158,28 @@ class Result:
                       "message": self.message, "traceback": list(self.traceback), "sent_at": self.sent_at})
 
 
-GuestMessage = Heartbeat | Result
+@dataclass(frozen=True)
+class GuestFault:
+    """A condition of the guest that is nobody's operation (its volume is full), raised or cleared."""
+
+    instance_id: str
+    condition: str
+    active: bool
+    message: str
+    sent_at: float
+    version: int = PROTOCOL_VERSION
+
+    @property
+    def method(self) -> str:
+        return f"{FAULT}/{self.condition}"  # each condition's messages are ordered on their own
+
+    def to_json(self) -> bytes:
+        return _dump({"version": self.version, "kind": FAULT, "instance_id": self.instance_id,
+                      "condition": self.condition, "active": self.active, "message": self.message,
+                      "sent_at": self.sent_at})
+
+
+GuestMessage = Heartbeat | Result | GuestFault
 
 
 # Builders: what the task manager sends -------------------------------------------------------------
@@ -250,7 +272,7 @@ def _check_prepare(args: dict[str, Any]) -> None:
 
 
 def parse_guest_message(raw: bytes | str, key_for: KeyFor) -> GuestMessage:
-    """A heartbeat or a result from a guest, signed with its instance's key (``key_for``: instance id →
+    """A heartbeat, a result or a fault from a guest, signed with its instance's key (``key_for``: instance id →
     key); raises ``GuestProtocolError`` for anything else."""
     body = _load(raw)
     kind = body.get("kind")
@@ -281,7 +303,16 @@ def parse_guest_message(raw: bytes | str, key_for: KeyFor) -> GuestMessage:
             raise GuestProtocolError("result: traceback must be a list of strings")
         return Result(instance_id, method, _string(body, "request_id"), ok, _sent_at(body), message,
                       tuple(traceback), body["version"])
-    raise GuestProtocolError(f"unknown message kind {kind!r}; expected heartbeat or result")
+    if kind == FAULT:
+        condition, active, message = body.get("condition"), body.get("active"), body.get("message")
+        if condition != VOLUME_FULL:
+            raise GuestProtocolError(f"fault: unknown condition {condition!r}; expected {VOLUME_FULL}")
+        if not isinstance(active, bool):
+            raise GuestProtocolError("fault: active must be true or false")
+        if not isinstance(message, str) or len(message) > 2000:
+            raise GuestProtocolError("fault: message must be a string of at most 2000 characters")
+        return GuestFault(instance_id, condition, active, message, _sent_at(body), body["version"])
+    raise GuestProtocolError(f"unknown message kind {kind!r}; expected heartbeat, result or fault")
 
 
 def _load(raw: bytes | str) -> dict[str, Any]:

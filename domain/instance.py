@@ -85,6 +85,7 @@ class Instance(Aggregate):
         self.operation: dict[str, Any] | None = {"name": operation, "request_id": context["request_id"],
                                                  "context": context}
         self.pending_change: dict[str, Any] = {}
+        self.guest_faults: dict[str, str] = {}  # conditions the guest reports (its volume full), by name
 
     # Provisioning, recorded by the task manager -----------------------------------------------
 
@@ -130,6 +131,27 @@ class Instance(Aggregate):
         elif status.build_outcome is False:
             self.fail(context, message=f"Service not active, status: {status.description}", traceback=[],
                       task="BUILDING_ERROR_SERVER")
+
+    def report_guest_fault(self, context: Context, condition: str, message: str) -> bool:
+        """Record a condition the guest raised (its volume is full); False when it was already recorded."""
+        if self.deleted or condition in self.guest_faults:
+            return False
+        self._guest_fault_reported(context, condition, message)
+        return True
+
+    @event("GuestFaultReported")
+    def _guest_fault_reported(self, context: Context, condition: str, message: str) -> None:
+        self.guest_faults = {**self.guest_faults, condition: message}
+
+    def clear_guest_fault(self, context: Context, condition: str) -> bool:
+        if condition not in self.guest_faults:
+            return False
+        self._guest_fault_cleared(context, condition)
+        return True
+
+    @event("GuestFaultCleared")
+    def _guest_fault_cleared(self, context: Context, condition: str) -> None:
+        self.guest_faults = {name: text for name, text in self.guest_faults.items() if name != condition}
 
     # User operations ------------------------------------------------------------------------------
 
@@ -311,5 +333,5 @@ INSTANCE_EVENTS: tuple[type, ...] = (
     Instance.ServiceStatusChanged, Instance.RestartRequested, Instance.VolumeResizeRequested,
     Instance.VolumeResized, Instance.FlavorResizeRequested, Instance.FlavorResized, Instance.Renamed,
     Instance.StatusReset, Instance.DeleteRequested, Instance.Deleted, Instance.OperationSucceeded,
-    Instance.OperationFailed, Instance.GuestChangeRequested,
+    Instance.OperationFailed, Instance.GuestChangeRequested, Instance.GuestFaultReported, Instance.GuestFaultCleared,
 )

@@ -244,6 +244,10 @@ class GuestAgent:
                 log.info("the volume has room again (%.2f of %d GB): writes are allowed", used / GIB, limit_gb)
             manager.set_read_only(full)
             self._read_only = full
+            self._send(protocol.GuestFault(
+                self.config.instance_id, protocol.VOLUME_FULL, full,
+                f"The volume is full: the data takes {used / GIB:.2f} GB of its {limit_gb} GB. The datastore "
+                f"refuses writes until the volume is resized." if full else "", self._clock()).to_json())
         return used
 
 

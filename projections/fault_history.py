@@ -84,7 +84,8 @@ fault_instances = json_rows_table("fault_instances", metadata)
 
 OPENING = OPENING_EVENTS
 CLOSING = {"OperationSucceeded": "succeeded", "OperationFailed": "failed"}
-HANDLED = frozenset({*OPENING, *CLOSING, "ServiceStatusChanged", "Deleted"})
+HANDLED = frozenset({*OPENING, *CLOSING, "ServiceStatusChanged", "Deleted", "GuestFaultReported",
+                     "GuestFaultCleared"})
 
 
 class FaultHistory:

@@ -93,7 +93,7 @@ write_marks = Table(
 
 # Events that can record or resolve a fault.
 FAULT_EVENTS = frozenset({"OperationFailed", "OperationSucceeded", "ServiceStatusChanged", "StatusReset",
-                          "DeleteRequested"})
+                          "DeleteRequested", "GuestFaultReported", "GuestFaultCleared"})
 
 # Events that open an operation and the task they set, as the aggregate does.
 _OPENING_TASKS = {
@@ -153,6 +153,8 @@ class InstanceView:
         if kind in _OPENING_TASKS:
             return {"task_status": _OPENING_TASKS[kind].name, "operation": data["operation"],
                     "operation_request_id": event.request_id}
+        if kind == "GuestChangeRequested":  # an operation of the instance that leaves its task alone
+            return {"operation": data["operation"], "operation_request_id": event.request_id}
         if kind == "VolumeResized":
             return {"volume_size": data["volume_size"]}
         if kind == "FlavorResized":

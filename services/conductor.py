@@ -35,7 +35,7 @@ from domain import guest_protocol as protocol
 from domain.context import OperationContext
 from domain.datastore_objects import GUEST_OPERATIONS
 from domain.errors import NotFound
-from domain.guest_protocol import GuestMessage, Heartbeat, Result
+from domain.guest_protocol import GuestFault, GuestMessage, Heartbeat, Result
 from domain.instance import CREATE, RESIZE_FLAVOR, RESIZE_VOLUME, RESTART, Instance
 from domain.statuses import ServiceStatus
 from services.instances import InstanceChanges, InstanceService
@@ -117,6 +117,10 @@ class Conductor:
                 beats[message.instance_id] = GuestLiveness(message.instance_id, message.service_status,
                                                            last_seen_at=self._clock(), sent_at=message.sent_at,
                                                            volume_used_bytes=message.volume_used_bytes)
+            elif isinstance(message, GuestFault):
+                if not self._guest_fault(message, instances):
+                    continue
+                row = LastSeen(message.instance_id, message.method, message.sent_at)
             elif self._result(message, instances):
                 row = LastSeen(message.instance_id, message.method, message.sent_at)
             else:
@@ -182,6 +186,24 @@ class Conductor:
         except NotFound:
             self.stats.unknown_instances += 1
             log.warning("result from unknown instance %s dropped", result.instance_id)
+            return False
+        return True
+
+    def _guest_fault(self, fault: GuestFault, instances: InstanceChanges) -> bool:
+        """Record a condition the guest raised or cleared; False when the instance is unknown."""
+        def change(instance: Instance) -> bool:
+            # Its own request: a condition belongs to no operation, even while one is open.
+            context = OperationContext(request_id=f"req-{uuid.uuid4()}", tenant_id=instance.tenant_id).carried_by(
+                "conductor", self.server_ip).recorded()
+            if fault.active:
+                return instance.report_guest_fault(context, fault.condition, fault.message)
+            return instance.clear_guest_fault(context, fault.condition)
+
+        try:
+            instances.apply(fault.instance_id, change)
+        except NotFound:
+            self.stats.unknown_instances += 1
+            log.warning("fault from unknown instance %s dropped", fault.instance_id)
             return False
         return True
 

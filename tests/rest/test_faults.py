@@ -132,3 +132,25 @@ def test_deleting_an_instance_soft_deletes_its_faults_which_admins_still_see(api
     assert api.get(f"/v1.0/{TENANT}/instances/{created['id']}/faults").status_code == 404
     [fault] = api.get(f"{ADMIN}/mgmt/instances/{created['id']}/faults", token="admin").json["faults"]
     assert fault["deleted"] is True and fault["deleted_at"] and fault["message"] == "restart failed"
+
+
+def test_a_full_volume_the_guest_reports_is_a_fault_until_the_guest_clears_it(api: Api) -> None:
+    created = api.create()
+    api.make_active(created["id"])
+    message = ("The volume is full: the data takes 2.01 GB of its 2 GB. The datastore refuses writes until the "
+               "volume is resized.")
+    conductor = {**TM, "server_type": "conductor"}
+    assert api.instances.record(created["id"], lambda i: i.report_guest_fault(conductor, "volume_full", message))
+    assert not api.instances.record(created["id"], lambda i: i.report_guest_fault(conductor, "volume_full", message)), \
+        "a condition already recorded is not recorded again"
+    api.projector.catch_up()
+    shown = _show(api, created["id"])
+    assert shown["status"] == "ACTIVE" and shown["fault"]["message"] == message
+    history = api.get(f"{ADMIN}/mgmt/instances/{created['id']}/faults", token="admin").json["faults"]
+    assert [(f["operation"], f["resolved"], f["server_type"]) for f in history] == [("volume_full", False, "guest")]
+
+    api.instances.record(created["id"], lambda i: i.clear_guest_fault(conductor, "volume_full"))
+    api.projector.catch_up()
+    assert "fault" not in _show(api, created["id"])
+    history = api.get(f"/v1.0/{TENANT}/instances/{created['id']}/faults").json["faults"]
+    assert [(f["operation"], f["resolved"]) for f in history] == [("volume_full", True)]

@@ -153,3 +153,13 @@ def test_only_a_message_signed_with_its_instances_key_is_believed() -> None:
         parse_command(command, KEY)
     assert parse_command(signed(command, KEY), KEY).request_id == "req-1"
     assert instance_key(SECRET, "i-1") != instance_key(SECRET, "i-2") and len(KEY) == 32
+
+
+def test_a_guest_fault_round_trips_and_only_known_conditions_are_read() -> None:
+    fault = protocol.GuestFault("i-1", protocol.VOLUME_FULL, True, "The volume is full.", 5.0)
+    parsed = parse_guest_message(signed(fault.to_json(), KEY), key_for)
+    assert parsed == fault and parsed.method == "fault/volume_full"
+    odd = json.loads(fault.to_json())
+    odd["condition"] = "cosmic_rays"
+    with pytest.raises(GuestProtocolError, match="unknown condition 'cosmic_rays'"):
+        parse_guest_message(signed(json.dumps(odd).encode(), KEY), key_for)
