@@ -61,7 +61,7 @@ def test_up_runs_the_stack_on_sqlite_and_stops_cleanly(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     env = {key: value for key, value in os.environ.items() if not key.startswith("TROVE_ES_")}
     env.update(PYTHONPATH=str(REPO_ROOT), TROVE_ES_FAKE_COMPUTE_DELAY_S="0.1", TROVE_ES_REPORT_INTERVAL_S="1",
-               TROVE_ES_COMPUTE_DRIVER="fake")  # real databases: tests/e2e/test_local_instances.py
+               TROVE_ES_COMPUTE_DRIVER="fake")  # real databases: tests/local/
     output_path = tmp_path / "up.out"
     with open(output_path, "wb") as output:
         up = subprocess.Popen([sys.executable, "-m", "adapters.cli", "up", "--data-dir", str(data_dir), "--port", "0"],

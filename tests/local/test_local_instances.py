@@ -28,6 +28,8 @@ PASSWORD = "An0ther-pa55word-for-the-app"
 ANALYST_PASSWORD = "analyst-Pa55-word"
 
 
+# A package of its own: its stack runs after the e2e package's has stopped, not beside it (each holds
+# connections to the shared PostgreSQL service, whose limit two stacks and a suite together can reach).
 @pytest.fixture(scope="module")
 def local_stack(broker: EmbeddedBroker, postgres_admin: str) -> Iterator[FullStack]:
     # Not under pytest's own temporary directory: the datastores' accounts cannot traverse that (0700).
