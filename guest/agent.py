@@ -135,6 +135,7 @@ class GuestAgent:
                                        self._clock(), message=_scrub(message, secrets),
                                        traceback=tuple(_scrub(line, secrets) for line in lines)).to_json())
             if command.method == protocol.PREPARE:
+                self._save(self.state.but(prepare_failed=True))
                 self._send_status(ServiceStatus.FAILED)
             else:
                 self._heartbeat()
@@ -149,11 +150,12 @@ class GuestAgent:
             self._send_status(ServiceStatus.BUILDING)
             users = list(self._users(args, secrets))
             manager_name = args.get("manager") or args["datastore"]
-            if self.state.manager not in (None, manager_name):
+            if self.state.manager not in (None, manager_name) and not self.state.prepare_failed:
                 raise DatastoreError(f"this instance already runs {self.state.manager}, not {manager_name}")
             self._save(self.state.but(manager=manager_name, version=args["datastore_version"]))
             self._manager = None
             self.manager().prepare(args["databases"], users)
+            self._save(self.state.but(prepare_failed=False))
             self._heartbeat()
         elif command.method == protocol.RESTART:
             self._send_status(ServiceStatus.RESTARTING)
@@ -206,6 +208,10 @@ class GuestAgent:
     def _heartbeat(self) -> None:
         """The probed status, once the instance has a datastore; the volume is checked on the way."""
         if self.state.manager is None:
+            return
+        if self.state.prepare_failed:
+            # Whatever a half-prepared datastore looks like, the instance failed to spawn until prepared.
+            self._send_status(ServiceStatus.FAILED)
             return
         used = None
         try:

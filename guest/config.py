@@ -86,6 +86,7 @@ class AgentState:
     version: str | None = None
     volume_size_gb: int | None = None  # after a resize_volume
     memory_mb: int | None = None  # after a resize_flavor
+    prepare_failed: bool = False  # the last prepare failed: the instance reports FAILED until one succeeds
 
     @classmethod
     def load(cls, path: Path) -> AgentState:
@@ -94,7 +95,7 @@ class AgentState:
         except FileNotFoundError:
             return cls()
         return cls(**{name: body.get(name) for name in ("manager", "version", "volume_size_gb", "memory_mb")},
-                   next_offset=int(body.get("next_offset", 0)))
+                   next_offset=int(body.get("next_offset", 0)), prepare_failed=bool(body.get("prepare_failed")))
 
     def save(self, path: Path) -> None:
         # Replaced whole, so a crash mid-write leaves the previous state rather than half of one.
