@@ -18,7 +18,7 @@ from domain.context import OperationContext
 from domain.datastore_objects import NameRules, user_key
 from domain.errors import InvalidRequest
 from domain.instance import Instance
-from services.instances import InstanceService, _retrying
+from services.instances import InstanceService, retrying
 
 ROOT_PASSWORD_BYTES = 27  # 36 characters of URL-safe base64, as long as Trove's generated root passwords
 
@@ -157,7 +157,7 @@ class DatastoreObjects:
             instances.save(instance)
             return instance.version
 
-        return _retrying(attempt)
+        return retrying(attempt)
 
 
 def _user(rules: NameRules, name: Any, host: Any) -> dict[str, str]:

@@ -159,7 +159,7 @@ class InstanceService(TroveApplication):
             return instance, instance.version
 
         with self._quota_writes(context.tenant_id):
-            return _retrying(attempt)
+            return retrying(attempt)
 
     def restart(self, context: OperationContext, instance_id: UUID | str, *, admin: bool = False) -> int:
         return self._command(context, instance_id, admin, lambda i: i.restart(context.recorded()))
@@ -175,7 +175,7 @@ class InstanceService(TroveApplication):
             self.save(instance, quota)
             return instance.version
 
-        return _retrying(attempt)
+        return retrying(attempt)
 
     def resize_flavor(self, context: OperationContext, instance_id: UUID | str, flavor_ref: Any, *,
                       admin: bool = False) -> int:
@@ -200,7 +200,7 @@ class InstanceService(TroveApplication):
             return quota
 
         with self._quota_writes(tenant_id):
-            return _retrying(attempt)
+            return retrying(attempt)
 
     # Recorded by the task manager and the conductor ------------------------------------------------
 
@@ -213,7 +213,7 @@ class InstanceService(TroveApplication):
                 self.save(instance)
             return result
 
-        return _retrying(attempt)
+        return retrying(attempt)
 
     def changes(self) -> InstanceChanges:
         """Changes to several instances, saved together (``InstanceChanges``)."""
@@ -238,7 +238,7 @@ class InstanceService(TroveApplication):
                 with self._settlements_lock:
                     batch = self._settlements.pop(tenant_id, [])
                 try:
-                    _retrying(lambda: self._settle_together(tenant_id, batch))
+                    retrying(lambda: self._settle_together(tenant_id, batch))
                 except BaseException as error:
                     for settlement in batch:
                         settlement.error, settlement.finished = error, True
@@ -267,7 +267,7 @@ class InstanceService(TroveApplication):
                 self.save(quota)
 
         with self._quota_writes(instance.tenant_id):
-            _retrying(attempt)
+            retrying(attempt)
 
     # ------------------------------------------------------------------------------------------------
 
@@ -299,7 +299,7 @@ class InstanceService(TroveApplication):
             self.save(instance)
             return instance.version
 
-        return _retrying(attempt)
+        return retrying(attempt)
 
 
 def _initial_objects(request: CreateInstance, manager: str | None,
@@ -357,7 +357,7 @@ def _uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
 
 
-def _retrying(attempt: Callable[[], T]) -> T:
+def retrying(attempt: Callable[[], T]) -> T:
     """Run ``attempt`` until its save wins the version check.
 
     Concurrent creates in one tenant all write its Quota aggregate, so they collide by design; a short,

@@ -120,7 +120,7 @@ class LocalCompute:
             home = self._home(instance_id)
             if record is not None:
                 self._stop_agent(record)
-            _kill_processes_under(home)  # a database whose agent died before it could stop it
+            kill_processes_under(home)  # a database whose agent died before it could stop it
             shutil.rmtree(home, ignore_errors=True)
             self._children.pop(instance_id, None)
 
@@ -258,7 +258,7 @@ class LocalCompute:
         os.replace(temporary, path)
 
 
-def _kill_processes_under(home: Path) -> None:
+def kill_processes_under(home: Path) -> None:
     """Kill every process whose command line names a path under ``home`` (a database server left behind)."""
     marker = str(home).encode()
     for entry in Path("/proc").iterdir():

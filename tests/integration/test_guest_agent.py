@@ -29,7 +29,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from adapters.compute.guest_channel import KafkaGuestChannel
-from adapters.compute.local import _kill_processes_under
+from adapters.compute.local import kill_processes_under
 from adapters.kafka.broker import EmbeddedBroker
 from adapters.kafka.topics import admin_client, ensure_topic
 from adapters.sealed import seal
@@ -230,7 +230,7 @@ def guest(broker: EmbeddedBroker) -> Iterator[Guest]:
         with contextlib.suppress(Exception):
             if (config.volume / "data" / "PG_VERSION").is_file():
                 running.manager().stop()
-        _kill_processes_under(root)
+        kill_processes_under(root)
         _kill_processes_working_in(root)
         conductor.close()
         channel.remove(instance_id)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.compute.local import LocalCompute, _kill_processes_under
+from adapters.compute.local import LocalCompute, kill_processes_under
 from adapters.kafka.broker import EmbeddedBroker
 from domain.statuses import SERVER_ACTIVE, SERVER_ERROR
 from services.ports import ComputeError, ServerSpec
@@ -33,7 +33,7 @@ def root() -> Iterator[Path]:
     try:
         yield path / "local-compute"
     finally:
-        _kill_processes_under(path)
+        kill_processes_under(path)
         shutil.rmtree(path, ignore_errors=True)
 
 

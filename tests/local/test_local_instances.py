@@ -15,7 +15,7 @@ import psycopg
 import pymysql
 import pytest
 
-from adapters.compute.local import _kill_processes_under, datastore_binaries_installed
+from adapters.compute.local import datastore_binaries_installed, kill_processes_under
 from adapters.kafka.broker import EmbeddedBroker
 from tests.conftest import fresh_database
 from tests.e2e.full_stack import FullStack
@@ -48,7 +48,7 @@ def local_stack(broker: EmbeddedBroker, postgres_admin: str) -> Iterator[FullSta
             assert code == 0, f"`trove-es up` exited with {code}:\n{running.up.log()}"
     finally:
         # Instances outlive the control plane by design; a test run must not leave its databases behind.
-        _kill_processes_under(work_dir)
+        kill_processes_under(work_dir)
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
