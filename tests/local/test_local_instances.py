@@ -126,7 +126,7 @@ def test_a_postgresql_instance_is_a_real_server_its_user_can_use(local_stack: Fu
     _done(local_stack, token, "POST", f"{base}/users", {"users": [
         {"name": "analyst", "password": ANALYST_PASSWORD, "databases": [{"name": "reports"}]}]})
     local_stack.wait(lambda: local_stack.call("GET", f"{base}/users/analyst", token)[0] == 200, "analyst listed")
-    code, listed, _ = local_stack.call("GET", f"{base}/databases", token)
+    code, listed, _ = local_stack.call("GET", f"{base}/databases", token)  # projected before the user was
     assert code == 200 and [d["name"] for d in listed["databases"]] == ["inventory", "reports"]
     with psycopg.connect(host=host, port=port, user="analyst", password=ANALYST_PASSWORD, dbname="reports",
                          connect_timeout=5) as connection:
@@ -184,8 +184,14 @@ def test_a_mysql_instance_is_a_real_mariadb_server_its_user_can_use(local_stack:
     base = f"/v1.0/{tenant}/instances/{shown['id']}"
     _done(local_stack, token, "POST", f"{base}/databases", {"databases": [{"name": "archive"}]})
     _done(local_stack, token, "PUT", f"{base}/users/app/databases", {"databases": [{"name": "archive"}]})
-    code, access, _ = local_stack.call("GET", f"{base}/users/app/databases", token)
-    assert code == 200 and [d["name"] for d in access["databases"]] == ["archive", "inventory"]
+
+    def access() -> list[str]:
+        code, listed, _ = local_stack.call("GET", f"{base}/users/app/databases", token)
+        assert code == 200, listed
+        return [d["name"] for d in listed["databases"]]
+
+    # The lists are a projection of the operations: they follow the operation's end, not with it.
+    local_stack.wait(lambda: access() == ["archive", "inventory"], "the grant to be listed")
     with pymysql.connect(host=host, port=port, user="app", password=PASSWORD, database="archive",
                          connect_timeout=5) as granted, granted.cursor() as cursor:
         cursor.execute("CREATE TABLE kept (id int)")
@@ -197,6 +203,20 @@ def test_a_mysql_instance_is_a_real_mariadb_server_its_user_can_use(local_stack:
                          connect_timeout=5) as as_root, as_root.cursor() as cursor:
         cursor.execute("SELECT COUNT(*) FROM archive.kept")
         assert cursor.fetchone() == (0,)
+        cursor.execute("SELECT @@innodb_buffer_pool_size")
+        small_pool = cursor.fetchone()[0]
+
+    # A bigger flavor: the guest rewrites the server's memory settings and restarts it; a bigger volume.
+    _done(local_stack, token, "POST", f"{base}/action", {"resize": {"flavorRef": "2"}})
+    _done(local_stack, token, "POST", f"{base}/action", {"resize": {"volume": {"size": 2}}})
+    resized = local_stack.wait_status(tenant, token, shown["id"], "ACTIVE")
+    assert resized["flavor"]["id"] == "2" and resized["volume"]["size"] == 2
+    with pymysql.connect(host=host, port=port, user="root", password=root["user"]["password"],
+                         connect_timeout=5) as as_root, as_root.cursor() as cursor:
+        cursor.execute("SELECT @@innodb_buffer_pool_size")
+        assert cursor.fetchone()[0] > small_pool, "m1.small's memory, not m1.tiny's"
+    home = local_stack.data_dir / "local-compute" / shown["id"]
+    assert '"volume_size_gb": 2' in (home / "run" / "agent-state.json").read_text(), "the guest's new limit"
     _delete(local_stack, tenant, token, shown["id"])
     with pytest.raises(pymysql.err.OperationalError):
         pymysql.connect(host=host, port=port, user="app", password=PASSWORD, connect_timeout=3)
