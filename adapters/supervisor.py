@@ -162,7 +162,8 @@ Press Ctrl-C to stop.
         if settings.compute_driver != "local":
             return ""
         return """Once it is ACTIVE, connect at the port its show gives in addresses[0].port:
-  psql -h 127.0.0.1 -p PORT -U app appdb        (password app-pa55word)
+  psql -h 127.0.0.1 -p PORT -U app appdb                      (password app-pa55word)
+  mariadb -h 127.0.0.1 -P PORT -u app -p appdb                (for a mysql or mariadb instance)
 """
 
     def _usage(self, settings: Settings, endpoint: str) -> str:
@@ -193,7 +194,9 @@ from keystoneauth1 import session, token_endpoint
 from troveclient.v1 import client
 trove = client.Client(session=session.Session(auth=token_endpoint.Token(
     "{base}", "{tenant_token}")))
-db = trove.instances.create("db2", "2", volume={{"size": 1}}, datastore="mysql")
+db = trove.instances.create("db2", "2", volume={{"size": 1}}, datastore="mysql",
+                            databases=[{{"name": "appdb"}}],
+                            users=[{{"name": "app", "password": "app-pa55word", "databases": [{{"name": "appdb"}}]}}])
 print(db.id, trove.instances.get(db.id).status)
 PY
 """
