@@ -4,7 +4,10 @@ user, and connects to it with that user's password at the address and port its v
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from adapters.compute.local import datastore_binaries_installed, kill_processes_
 from adapters.kafka.broker import EmbeddedBroker
 from tests.conftest import fresh_database
 from tests.e2e.full_stack import FullStack
+from tests.support.stack import read_topic
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not datastore_binaries_installed(),
@@ -26,6 +30,9 @@ pytestmark = [pytest.mark.integration,
 
 PASSWORD = "An0ther-pa55word-for-the-app"
 ANALYST_PASSWORD = "analyst-Pa55-word"
+SHOPPER_PASSWORD = "shopper-Pa55-word"
+# Every password this module's tests give or get; the last test looks for each everywhere the stack writes.
+SECRETS = [PASSWORD, ANALYST_PASSWORD, SHOPPER_PASSWORD]
 
 
 # A package of its own: its stack runs after the e2e package's has stopped, not beside it (each holds
@@ -111,43 +118,51 @@ def test_a_postgresql_instance_is_a_real_server_its_user_can_use(local_stack: Fu
     # The guest measures its data directory (a fresh PostgreSQL cluster is some tens of MB) and reports it.
     local_stack.wait(lambda: 0.0 < used() < 1.0, "the show to give the volume's real use")
 
-    code, _, headers = local_stack.call("POST", f"/v1.0/{tenant}/instances/{shown['id']}/action", token,
-                                        {"restart": {}})
-    assert code == 202
-    restart = headers["X-Openstack-Request-Id"]
-    local_stack.wait(lambda: bool(local_stack.closing_events(shown["id"], restart)), "the restart to end", 90)
-    assert type(local_stack.wait_closed(shown["id"], restart)).__name__ == "OperationSucceeded"
-    local_stack.wait_status(tenant, token, shown["id"], "ACTIVE", timeout=90)
+    # kill -9 of the database server: the guest's probes report it, and the restart action brings it back.
+    home = local_stack.data_dir / "local-compute" / shown["id"]
+    postmaster = int((home / "volume" / "data" / "postmaster.pid").read_text().split()[0])
+    os.kill(postmaster, signal.SIGKILL)
+    local_stack.wait(lambda: local_stack.show(tenant, token, shown["id"])["operating_status"] == "SHUTDOWN",
+                     "operating_status to follow the crashed server", 60)
+    assert _rows(host, port) is None
+    base = f"/v1.0/{tenant}/instances/{shown['id']}"
+    _done(local_stack, token, "POST", f"{base}/action", {"restart": {}})
+    local_stack.wait(lambda: local_stack.show(tenant, token, shown["id"])["operating_status"] == "HEALTHY",
+                     "the restarted server to be healthy", 60)
     assert _rows(host, port) == 1, "the restarted server serves the same rows"
 
     # Databases, users and root through Trove's routes, carried out by the guest on the real server.
-    base = f"/v1.0/{tenant}/instances/{shown['id']}"
-    _done(local_stack, token, "POST", f"{base}/databases", {"databases": [{"name": "reports"}]})
+    root = _done(local_stack, token, "POST", f"{base}/root", code=200)
+    SECRETS.append(root["user"]["password"])
+    assert root["user"]["name"] == "postgres"
+
+    def catalogue(query: str) -> set[str]:
+        with psycopg.connect(host=host, port=port, user="postgres", password=root["user"]["password"],
+                             dbname="postgres", connect_timeout=5) as connection:
+            return {row[0] for row in connection.execute(query)}
+
+    assert catalogue("SELECT rolname FROM pg_roles WHERE rolsuper AND rolname = current_user") == {"postgres"}
+    _done(local_stack, token, "POST", f"{base}/databases", {"databases": [{"name": "reports"}, {"name": "scratch"}]})
+    assert {"reports", "scratch"} <= catalogue("SELECT datname FROM pg_database")
+    _done(local_stack, token, "DELETE", f"{base}/databases/scratch")
+    assert "scratch" not in catalogue("SELECT datname FROM pg_database"), "dropped on the server itself"
     _done(local_stack, token, "POST", f"{base}/users", {"users": [
         {"name": "analyst", "password": ANALYST_PASSWORD, "databases": [{"name": "reports"}]}]})
     local_stack.wait(lambda: local_stack.call("GET", f"{base}/users/analyst", token)[0] == 200, "analyst listed")
     code, listed, _ = local_stack.call("GET", f"{base}/databases", token)  # projected before the user was
     assert code == 200 and [d["name"] for d in listed["databases"]] == ["inventory", "reports"]
+    assert "analyst" in catalogue("SELECT rolname FROM pg_roles")
     with psycopg.connect(host=host, port=port, user="analyst", password=ANALYST_PASSWORD, dbname="reports",
                          connect_timeout=5) as connection:
         assert connection.execute("SELECT current_user").fetchone() == ("analyst",)
-    root = _done(local_stack, token, "POST", f"{base}/root", code=200)
-    assert root["user"]["name"] == "postgres"
-    with psycopg.connect(host=host, port=port, user="postgres", password=root["user"]["password"],
-                         dbname="postgres", connect_timeout=5) as connection:
-        assert connection.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
     _done(local_stack, token, "DELETE", f"{base}/users/analyst")
+    assert "analyst" not in catalogue("SELECT rolname FROM pg_roles")
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(host=host, port=port, user="analyst", password=ANALYST_PASSWORD, dbname="reports",
                         connect_timeout=3)
 
-    secrets = (PASSWORD, ANALYST_PASSWORD, root["user"]["password"])
-    for log_file in (local_stack.data_dir / "logs").glob("*.log"):
-        text = log_file.read_text(errors="replace")
-        assert not any(secret in text for secret in secrets), f"a password is in {log_file.name}"
-    home = local_stack.data_dir / "local-compute" / shown["id"]
     agent_log = (home / "agent.log").read_text(errors="replace")
-    assert not any(secret in agent_log for secret in secrets)
+    assert not any(secret in agent_log for secret in SECRETS)
     _delete(local_stack, tenant, token, shown["id"])
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(host=host, port=port, user="app", password=PASSWORD, dbname="inventory", connect_timeout=3)
@@ -195,10 +210,17 @@ def test_a_mysql_instance_is_a_real_mariadb_server_its_user_can_use(local_stack:
     with pymysql.connect(host=host, port=port, user="app", password=PASSWORD, database="archive",
                          connect_timeout=5) as granted, granted.cursor() as cursor:
         cursor.execute("CREATE TABLE kept (id int)")
+    _done(local_stack, token, "DELETE", f"{base}/users/app/databases/archive")
+    with pymysql.connect(host=host, port=port, user="app", password=PASSWORD, connect_timeout=5) as revoked, \
+            revoked.cursor() as cursor, pytest.raises(pymysql.err.OperationalError) as denied:
+        cursor.execute("SELECT COUNT(*) FROM archive.kept")
+    assert denied.value.args[0] == 1142, "a real permission error from the server"
+    _done(local_stack, token, "PUT", f"{base}/users/app/databases", {"databases": [{"name": "archive"}]})
     _done(local_stack, token, "PUT", f"{base}/users", {"users": [{"name": "app", "password": ANALYST_PASSWORD}]})
     with pytest.raises(pymysql.err.OperationalError):
         pymysql.connect(host=host, port=port, user="app", password=PASSWORD, connect_timeout=3)
     root = _done(local_stack, token, "POST", f"{base}/root", code=200)
+    SECRETS.append(root["user"]["password"])
     with pymysql.connect(host=host, port=port, user="root", password=root["user"]["password"],
                          connect_timeout=5) as as_root, as_root.cursor() as cursor:
         cursor.execute("SELECT COUNT(*) FROM archive.kept")
@@ -220,3 +242,71 @@ def test_a_mysql_instance_is_a_real_mariadb_server_its_user_can_use(local_stack:
     _delete(local_stack, tenant, token, shown["id"])
     with pytest.raises(pymysql.err.OperationalError):
         pymysql.connect(host=host, port=port, user="app", password=PASSWORD, connect_timeout=3)
+
+
+def test_a_user_creates_postgresql_with_troveclient_and_connects_with_psql(local_stack: FullStack) -> None:
+    """The issue's "done when": python-troveclient creates it with a database and a user; psql connects."""
+    import warnings
+
+    from keystoneauth1 import session as ks_session
+    from keystoneauth1 import token_endpoint
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from troveclient.v1 import client as trove_client
+
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    token = local_stack.token(tenant, "grace")
+    trove = trove_client.Client(session=ks_session.Session(auth=token_endpoint.Token(
+        f"{local_stack.url}/v1.0/{tenant}", token)))
+    created = trove.instances.create("shop", "1", volume={"size": 1}, datastore="postgresql",
+                                     databases=[{"name": "shop"}],
+                                     users=[{"name": "shopper", "password": SHOPPER_PASSWORD,
+                                             "databases": [{"name": "shop"}]}])
+    shown = local_stack.wait_status(tenant, token, created.id, "ACTIVE", timeout=120)
+    port = str(shown["addresses"][0]["port"])
+    answer = subprocess.run(["psql", "-h", "127.0.0.1", "-p", port, "-U", "shopper", "-d", "shop", "-tA", "-c",
+                             "CREATE TABLE basket (item text); INSERT INTO basket VALUES ('tea'); "
+                             "SELECT current_user || ':' || count(*) FROM basket"],
+                            env={**os.environ, "PGPASSWORD": SHOPPER_PASSWORD, "PGCONNECT_TIMEOUT": "5"},
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip().splitlines()[-1] == "shopper:1"
+    assert [d.name for d in trove.databases.list(created.id)] == ["shop"]
+    assert [u.name for u in trove.users.list(created.id)] == ["shopper"]
+    trove.instances.delete(created.id)
+    local_stack.wait_status(tenant, token, created.id, 404, timeout=90)
+
+
+def test_no_password_reaches_an_event_a_notification_a_log_or_a_read_model(local_stack: FullStack) -> None:
+    """After the tests above (same module, same stack): every place the control plane writes is scanned."""
+    secrets = [secret.encode() for secret in SECRETS]
+    settings = local_stack.settings
+
+    def clean(what: str, blob: bytes) -> None:
+        assert not any(secret in blob for secret in secrets), f"a password is in {what}"
+
+    for notification in local_stack.store.recorder.select_notifications(1, 1_000_000):
+        clean(f"stored event {notification.id} ({notification.topic})", notification.state)
+    for topic in (settings.topics.events, settings.topics.notifications_info, settings.topics.notifications_error,
+                  settings.topics.conductor):
+        for record in read_topic(settings.kafka_bootstrap_servers, topic, idle_s=1.0):
+            clean(f"{topic} offset {record.offset}", record.value or b"")
+    for log_file in [*(local_stack.data_dir / "logs").glob("*.log"),
+                     *(local_stack.data_dir / "local-compute").glob("*/agent.log")]:
+        clean(str(log_file), log_file.read_bytes())
+    read_models = settings.read_model_url.replace("postgresql+psycopg://", "postgresql://")
+
+    def drops_left() -> int:
+        with psycopg.connect(read_models) as connection:
+            return connection.execute("SELECT count(*) FROM guest_secret_drops").fetchone()[0]
+
+    # Even sealed, a password stays only while its operation runs: every one here has ended.
+    local_stack.wait(lambda: drops_left() == 0, "the secret drop to be emptied")
+    with psycopg.connect(read_models) as connection:
+        tables = [row[0] for row in connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        assert "instance_view" in tables and "guest_secret_drops" in tables
+        for table in tables:
+            for (row,) in connection.execute(f'SELECT t::text FROM "{table}" t'):
+                clean(f"read model table {table}", row.encode())
