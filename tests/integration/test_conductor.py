@@ -22,7 +22,7 @@ from adapters.kafka.broker import EmbeddedBroker
 from adapters.kafka.consumer import ConsumerRunner
 from adapters.sql import guest_ledger
 from adapters.sql.schema import create_tables
-from domain.guest_protocol import Heartbeat, Result, instance_key, signed
+from domain.guest_protocol import VOLUME_FULL, GuestFault, Heartbeat, Result, instance_key, signed
 from domain.statuses import ServiceStatus, TaskStatus
 from projections.guest_heartbeats import guest_heartbeats
 from services.conductor import Conductor
@@ -44,7 +44,7 @@ class Running:
     conductor: Conductor
     producer: KafkaProducer
 
-    def send(self, *messages: Heartbeat | Result | bytes, key: str) -> None:
+    def send(self, *messages: Heartbeat | Result | GuestFault | bytes, key: str) -> None:
         for message in messages:
             value = message if isinstance(message, bytes) else signed(message.to_json(), key_of(message.instance_id))
             self.producer.send(self.side.settings.topics.conductor, key=key.encode(), value=value)
@@ -229,3 +229,24 @@ def test_an_unsigned_or_forged_message_is_refused_recorded_and_changes_nothing(s
                for r in read_topic(side.settings.kafka_bootstrap_servers, side.settings.topics.dead_letter)]
     assert sum("not signed" in reason for reason in reasons) == 1, reasons
     assert sum("signature does not match" in reason for reason in reasons) == 2, reasons
+
+
+def test_a_guest_fault_is_recorded_once_and_cleared_with_its_own_request_and_stale_ones_are_dropped(
+        strict: Running) -> None:
+    side, instance_id = strict.side, strict.side.create()
+    full = "The volume is full: the data takes 1.00 GB of its 1 GB. The datastore refuses writes until it is resized."
+    strict.send(GuestFault(instance_id, VOLUME_FULL, True, full, 200.0),
+                GuestFault(instance_id, VOLUME_FULL, True, full, 201.0), key=instance_id)
+    strict.processed_up_to(instance_id, 202.0, "building")
+    reported = [e for e in side.events(instance_id) if type(e).__name__ == "GuestFaultReported"]
+    assert [(e.condition, e.message) for e in reported] == [(VOLUME_FULL, full)], "recorded once"
+    assert reported[0].context["request_id"] != "req-create", "a condition is no operation's"
+    assert side.get(instance_id).guest_faults == {VOLUME_FULL: full}
+
+    strict.send(GuestFault(instance_id, VOLUME_FULL, False, "", 150.0), key=instance_id)  # delayed: older
+    strict.processed_up_to(instance_id, 203.0, "building")
+    assert side.get(instance_id).guest_faults, "a stale clearing changes nothing"
+    strict.send(GuestFault(instance_id, VOLUME_FULL, False, "", 204.0), key=instance_id)
+    strict.processed_up_to(instance_id, 205.0, "building")
+    assert side.get(instance_id).guest_faults == {}
+    assert "GuestFaultCleared" in side.event_types(instance_id)
