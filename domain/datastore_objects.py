@@ -125,3 +125,40 @@ def notified_traits(operation: str, change: dict[str, Any]) -> dict[str, Any]:
     if operation == USER_REVOKE:
         return {"username": change["user"]["name"], "database": change["database"]}
     return {}
+
+
+def new_objects(databases: list[str] | None = None, users: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What the write side knows of a datastore's databases, users (``name@host`` → databases) and root."""
+    objects = {"databases": [], "users": {}, "root": False}
+    apply_change(objects, USER_CREATE, {"users": users or []})
+    apply_change(objects, DATABASE_CREATE, {"databases": [{"name": name} for name in databases or []]})
+    return objects
+
+
+def apply_change(objects: dict[str, Any], operation: str, change: dict[str, Any]) -> None:
+    """``objects`` as the guest leaves them once ``operation`` has succeeded (in place)."""
+    users: dict[str, list[str]] = objects["users"]
+    if operation == DATABASE_CREATE:
+        objects["databases"] = sorted({*objects["databases"], *(d["name"] for d in change["databases"])})
+    elif operation == DATABASE_DELETE:
+        objects["databases"] = [d for d in objects["databases"] if d != change["database"]]
+        for key, granted in users.items():
+            users[key] = [d for d in granted if d != change["database"]]
+    elif operation == USER_CREATE:
+        for user in change["users"]:
+            key = user_key(user["name"], user.get("host") or ANY_HOST)
+            users[key] = sorted({*users.get(key, []), *(user.get("databases") or [])})
+    elif operation == USER_DELETE:
+        users.pop(user_key(change["user"]["name"], change["user"]["host"]), None)
+    elif operation == USER_UPDATE:
+        old = change["user"]
+        granted = users.pop(user_key(old["name"], old["host"]), [])
+        users[user_key(change.get("new_name") or old["name"], change.get("new_host") or old["host"])] = granted
+    elif operation == USER_GRANT:
+        key = user_key(change["user"]["name"], change["user"]["host"])
+        users[key] = sorted({*users.get(key, []), *change["databases"]})
+    elif operation == USER_REVOKE:
+        key = user_key(change["user"]["name"], change["user"]["host"])
+        users[key] = [d for d in users.get(key, []) if d != change["database"]]
+    elif operation in (ROOT_ENABLE, ROOT_DISABLE):
+        objects["root"] = operation == ROOT_ENABLE

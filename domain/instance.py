@@ -18,6 +18,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.datastore_objects import apply_change, new_objects
 from domain.errors import ActionNotAllowed, InvalidRequest
 from domain.statuses import (
     SERVER_ACTIVE,
@@ -86,6 +87,9 @@ class Instance(Aggregate):
                                                  "context": context}
         self.pending_change: dict[str, Any] = {}
         self.guest_faults: dict[str, str] = {}  # conditions the guest reports (its volume full), by name
+        # The datastore's databases, users and root as its operations left them; the create's count once built.
+        self.datastore_objects = new_objects()
+        self.pending_change = {"objects": (CREATE, {"databases": list(databases), "users": initial_users(users)})}
 
     # Provisioning, recorded by the task manager -----------------------------------------------
 
@@ -225,6 +229,7 @@ class Instance(Aggregate):
     @event("GuestChangeRequested")
     def _guest_change_requested(self, context: Context, operation: str, change: dict[str, Any]) -> None:
         self.operation = {"name": operation, "request_id": context["request_id"], "context": context}
+        self.pending_change = {"objects": (operation, change)}
 
     def rename(self, context: Context, name: str) -> None:
         """Synchronous: the operation opens and succeeds in one save, leaving any open operation alone."""
@@ -287,6 +292,12 @@ class Instance(Aggregate):
     def _operation_succeeded(self, context: Context, operation: str, request_id: str) -> None:
         if not self.operation_open(request_id):
             return  # a synchronous operation (rename, reset) closing itself
+        if "objects" in self.pending_change:
+            done, change = self.pending_change["objects"]
+            if done == CREATE:
+                self.datastore_objects = new_objects(change["databases"], change["users"])
+            else:
+                apply_change(self.datastore_objects, done, change)
         self.operation = None
         self.pending_change = {}
         if self.task is not TaskStatus.DELETING or operation != DELETE:

@@ -16,7 +16,7 @@ from uuid import UUID
 from domain import datastore_objects as objects
 from domain.context import OperationContext
 from domain.datastore_objects import NameRules, user_key
-from domain.errors import InvalidRequest
+from domain.errors import InvalidRequest, NotFound
 from domain.instance import Instance
 from services.instances import InstanceService, retrying
 
@@ -31,7 +31,7 @@ class DatastoreObjects:
 
     def create_databases(self, context: OperationContext, instance_id: UUID | str,
                          databases: Sequence[Mapping[str, Any]], *, admin: bool = False) -> int:
-        def change(rules: NameRules) -> dict[str, Any]:
+        def change(rules: NameRules, _known: dict[str, Any]) -> dict[str, Any]:
             if not databases:
                 raise InvalidRequest("No databases were given to create.")
             created = [{"name": objects.database_name(rules, d.get("name")),
@@ -44,20 +44,26 @@ class DatastoreObjects:
 
     def delete_database(self, context: OperationContext, instance_id: UUID | str, name: str, *,
                         admin: bool = False) -> int:
-        return self._request(context, instance_id, objects.DATABASE_DELETE,
-                             lambda rules: {"database": objects.database_name(rules, name)}, admin=admin)
+        def change(rules: NameRules, known: dict[str, Any]) -> dict[str, Any]:
+            if name not in known["databases"]:
+                raise NotFound(f"Database {name[:80]} cannot be found on the instance.")
+            return {"database": objects.database_name(rules, name)}
+
+        return self._request(context, instance_id, objects.DATABASE_DELETE, change, admin=admin)
 
     def create_users(self, context: OperationContext, instance_id: UUID | str, users: Sequence[Mapping[str, Any]],
                      *, admin: bool = False) -> int:
         """``users``: ``{"name", "password", "host"?, "databases"?: [names]}`` each."""
         passwords: dict[str, str] = {}
 
-        def change(rules: NameRules) -> dict[str, Any]:
+        def change(rules: NameRules, known: dict[str, Any]) -> dict[str, Any]:
             if not users:
                 raise InvalidRequest("No users were given to create.")
             created = []
             for user in users:
                 name, host = objects.user_name(rules, user.get("name")), objects.user_host(rules, user.get("host"))
+                if user_key(name, host) in known["users"]:
+                    raise InvalidRequest(f"User {user_key(name, host)} already exists.")
                 passwords[user_key(name, host)] = _password(user.get("password"))
                 created.append({"name": name, "host": host,
                                 "databases": [objects.database_name(rules, d) for d in user.get("databases") or []]})
@@ -69,17 +75,17 @@ class DatastoreObjects:
     def delete_user(self, context: OperationContext, instance_id: UUID | str, name: str, host: str, *,
                     admin: bool = False) -> int:
         return self._request(context, instance_id, objects.USER_DELETE,
-                             lambda rules: {"user": _user(rules, name, host)}, admin=admin)
+                             lambda rules, known: {"user": _known_user(rules, known, name, host)}, admin=admin)
 
     def update_user(self, context: OperationContext, instance_id: UUID | str, name: str, host: str,
                     attributes: Mapping[str, Any], *, admin: bool = False) -> int:
         """Trove's ``update_attributes``: a new ``name``, ``host`` or ``password``, any of them."""
         passwords: dict[str, str] = {}
 
-        def change(rules: NameRules) -> dict[str, Any]:
+        def change(rules: NameRules, known: dict[str, Any]) -> dict[str, Any]:
             if not any(attributes.get(k) for k in ("name", "host", "password")):
                 raise InvalidRequest("Give the user a new name, host or password to update.")
-            user = _user(rules, name, host)
+            user = _known_user(rules, known, name, host)
             new = {"name": objects.user_name(rules, attributes["name"]) if attributes.get("name") else None,
                    "host": objects.user_host(rules, attributes["host"]) if attributes.get("host") else None}
             if attributes.get("password"):
@@ -93,12 +99,12 @@ class DatastoreObjects:
                          users: Sequence[Mapping[str, Any]], *, admin: bool = False) -> int:
         passwords: dict[str, str] = {}
 
-        def change(rules: NameRules) -> dict[str, Any]:
+        def change(rules: NameRules, known: dict[str, Any]) -> dict[str, Any]:
             if not users:
                 raise InvalidRequest("No users were given to change passwords of.")
             changed = []
             for user in users:
-                named = _user(rules, user.get("name"), user.get("host"))
+                named = _known_user(rules, known, user.get("name"), user.get("host"))
                 passwords[user_key(named["name"], named["host"])] = _password(user.get("password"))
                 changed.append(named)
             return {"users": changed}
@@ -107,19 +113,23 @@ class DatastoreObjects:
 
     def grant_access(self, context: OperationContext, instance_id: UUID | str, name: str, host: str,
                      databases: Sequence[str], *, admin: bool = False) -> int:
-        def change(rules: NameRules) -> dict[str, Any]:
+        def change(rules: NameRules, known: dict[str, Any]) -> dict[str, Any]:
             if not databases:
                 raise InvalidRequest("No databases were given to grant access to.")
-            return {"user": _user(rules, name, host),
+            return {"user": _known_user(rules, known, name, host),
                     "databases": sorted({objects.database_name(rules, d) for d in databases})}
 
         return self._request(context, instance_id, objects.USER_GRANT, change, admin=admin)
 
     def revoke_access(self, context: OperationContext, instance_id: UUID | str, name: str, host: str,
                       database: str, *, admin: bool = False) -> int:
-        return self._request(context, instance_id, objects.USER_REVOKE,
-                             lambda rules: {"user": _user(rules, name, host),
-                                            "database": objects.database_name(rules, database)}, admin=admin)
+        def change(rules: NameRules, known: dict[str, Any]) -> dict[str, Any]:
+            user = _known_user(rules, known, name, host)
+            if database not in known["users"][user_key(user["name"], user["host"])]:
+                raise NotFound(f"User {user_key(name, host)} has no access to database {database[:80]}.")
+            return {"user": user, "database": objects.database_name(rules, database)}
+
+        return self._request(context, instance_id, objects.USER_REVOKE, change, admin=admin)
 
     def enable_root(self, context: OperationContext, instance_id: UUID | str, password: str | None = None, *,
                     admin: bool = False) -> tuple[int, str, str]:
@@ -129,7 +139,7 @@ class DatastoreObjects:
         chosen = _password(password) if password is not None else secrets.token_urlsafe(ROOT_PASSWORD_BYTES)
         names: list[str] = []
 
-        def change(rules: NameRules) -> dict[str, Any]:
+        def change(rules: NameRules, _known: dict[str, Any]) -> dict[str, Any]:
             names.append(rules.root_name)
             return {}
 
@@ -139,7 +149,12 @@ class DatastoreObjects:
         return version, names[-1], chosen
 
     def disable_root(self, context: OperationContext, instance_id: UUID | str, *, admin: bool = False) -> int:
-        return self._request(context, instance_id, objects.ROOT_DISABLE, lambda rules: {}, admin=admin)
+        def change(_rules: NameRules, known: dict[str, Any]) -> dict[str, Any]:
+            if not known["root"]:
+                raise NotFound("Root has not been enabled on this instance.")
+            return {}
+
+        return self._request(context, instance_id, objects.ROOT_DISABLE, change, admin=admin)
 
     # -------------------------------------------------------------------------------------------------
 
@@ -149,7 +164,9 @@ class DatastoreObjects:
 
         def attempt() -> int:
             instance: Instance = instances.get(instance_id, context, admin=admin)
-            change = build(objects.rules_for(instance.datastore_manager, instance.datastore))
+            # Checked against what the write side knows (the aggregate), not a read model that may lag.
+            change = build(objects.rules_for(instance.datastore_manager, instance.datastore),
+                           instance.datastore_objects)
             instance.request_guest_change(context.recorded(), operation, change)
             if passwords and instances.secret_drop is not None:
                 # Before the change is saved, so the task manager always finds them (see ``InstanceService.create``).
@@ -160,8 +177,11 @@ class DatastoreObjects:
         return retrying(attempt)
 
 
-def _user(rules: NameRules, name: Any, host: Any) -> dict[str, str]:
-    return {"name": objects.user_name(rules, name), "host": objects.user_host(rules, host)}
+def _known_user(rules: NameRules, known: dict[str, Any], name: Any, host: Any) -> dict[str, str]:
+    user = {"name": objects.user_name(rules, name), "host": objects.user_host(rules, host)}
+    if user_key(user["name"], user["host"]) not in known["users"]:
+        raise NotFound(f"User {user_key(user['name'], user['host'])} cannot be found on the instance.")
+    return user
 
 
 def _password(password: Any) -> str:

@@ -90,8 +90,12 @@ class FullStack(ApiClient):
         return closing[0]
 
     def worker_logs(self) -> str:
-        logs = sorted((self.data_dir / "logs").glob("*.log"))
-        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}" for p in logs)
+        # With the local driver, each instance's guest agent and datastore server log beside it too.
+        logs = [*sorted((self.data_dir / "logs").glob("*.log")),
+                *sorted((self.data_dir / "local-compute").glob("*/agent.log")),
+                *sorted((self.data_dir / "local-compute").glob("*/run/*.log"))]
+        return "\n".join(f"--- {path.relative_to(self.data_dir)} ---\n{path.read_text(errors='replace')[-3000:]}"
+                         for path in logs)
 
     def stop(self) -> int:
         self.store.close()

@@ -67,8 +67,15 @@ def _create(stack: FullStack, tenant: str, token: str, datastore: str) -> dict[s
     code, created, _ = stack.call("POST", f"/v1.0/{tenant}/instances", token, body)
     assert code == 200, created
     assert PASSWORD not in str(created)
-    shown = stack.wait_status(tenant, token, created["instance"]["id"], "ACTIVE", timeout=120)
-    assert isinstance(shown, dict)
+    instance_id = created["instance"]["id"]
+
+    def settled() -> bool:
+        shown = stack.show(tenant, token, instance_id)
+        return isinstance(shown, dict) and shown["status"] in ("ACTIVE", "ERROR")
+
+    stack.wait(settled, f"instance {instance_id} to be built", 120)
+    shown = stack.show(tenant, token, instance_id)
+    assert isinstance(shown, dict) and shown["status"] == "ACTIVE", f"{shown}\n{stack.worker_logs()}"
     return shown
 
 

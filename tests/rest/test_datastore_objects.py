@@ -163,3 +163,21 @@ def test_a_create_names_its_databases_and_users_as_its_datastore_takes_them(api:
     answer = api.post(f"/v1.0/{TENANT}/instances", json=body)
     assert answer.status_code == 400 and message in answer.json["badRequest"]["message"], answer.text
     assert api.stored_events() == before
+
+
+def test_changes_are_checked_against_the_instance_not_a_lagging_list(api: Api) -> None:
+    instance_id = _instance(api)
+    assert api.post(_path(instance_id, "/databases"), json={"databases": [{"name": "fresh"}]}).status_code == 202
+    api.instances.record(instance_id, lambda i: i.succeed(i.operation["context"]))  # the guest did it...
+    # ...and the list has not caught up yet, yet the database can be dropped at once.
+    assert api.delete(_path(instance_id, "/databases/fresh")).status_code == 202
+    _guest_answers(api, instance_id)
+    assert api.delete(_path(instance_id, "/databases/fresh")).status_code == 404
+    assert api.delete(_path(instance_id, "/users/nobody")).status_code == 404
+    assert api.put(_path(instance_id, "/users/nobody/databases"), json={"databases": [{"name": "x"}]}
+                   ).status_code == 404
+    assert api.post(_path(instance_id, "/users"), json={"users": [{"name": "u", "password": "p"}]}).status_code == 202
+    _guest_answers(api, instance_id)
+    again = api.post(_path(instance_id, "/users"), json={"users": [{"name": "u", "password": "p"}]})
+    assert again.status_code == 400 and "u@% already exists" in again.json["badRequest"]["message"]
+    assert api.delete(_path(instance_id, "/users/u/databases/none")).status_code == 404

@@ -1,7 +1,8 @@
 """Trove's database, user and root routes under ``/instances/{id}``.
 
 Lists come from the datastore-objects view: what the instance's operations have done. Changes are
-operations of the instance, answered 202 (root's enable 200, with the password once, as Trove) and
+checked against the instance's own record (a database or user just created can be dropped at once),
+and are operations of the instance, answered 202 (root's enable 200, with the password once, as Trove) and
 carried out by its guest; a user is named in paths as Trove names it, ``name`` or ``name@host``.
 """
 
@@ -91,8 +92,6 @@ class DatabaseResource(_OnInstance):
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant_id: str, instance: str,
                   database: str) -> None:
         key = self._instance(req, instance)
-        if not self._queries.has_database(key, database):
-            raise NotFound(f"Database {database[:80]} cannot be found on the instance.")
         version = self._objects.delete_database(context(req), key, database, admin=identity(req).is_admin)
         self._done(req, resp, key, version)
 
@@ -128,8 +127,6 @@ class UsersResource(_OnInstance):
     def on_put(self, req: falcon.Request, resp: falcon.Response, tenant_id: str, instance: str) -> None:
         key = self._instance(req, instance)
         users = load(USERS_REQUEST, req)["users"]
-        for user in users:
-            self._user(key, f"{user['name']}@{user.get('host') or '%'}")
         version = self._objects.change_passwords(context(req), key, users, admin=identity(req).is_admin)
         self._done(req, resp, key, version)
 
@@ -149,17 +146,15 @@ class UserResource(_OnInstance):
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, tenant_id: str, instance: str, user: str) -> None:
         key = self._instance(req, instance)
-        found = self._user(key, user)
         attributes = load(USER_UPDATE_REQUEST, req)["user"]
-        version = self._objects.update_user(context(req), key, found.name, found.host, attributes,
+        version = self._objects.update_user(context(req), key, *split_user_id(user), attributes,
                                             admin=identity(req).is_admin)
         self._done(req, resp, key, version)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant_id: str, instance: str,
                   user: str) -> None:
         key = self._instance(req, instance)
-        found = self._user(key, user)
-        version = self._objects.delete_user(context(req), key, found.name, found.host, admin=identity(req).is_admin)
+        version = self._objects.delete_user(context(req), key, *split_user_id(user), admin=identity(req).is_admin)
         self._done(req, resp, key, version)
 
 
@@ -177,9 +172,8 @@ class UserAccessResource(_OnInstance):
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, tenant_id: str, instance: str, user: str) -> None:
         key = self._instance(req, instance)
-        found = self._user(key, user)
         databases = [d["name"] for d in load(ACCESS_REQUEST, req)["databases"]]
-        version = self._objects.grant_access(context(req), key, found.name, found.host, databases,
+        version = self._objects.grant_access(context(req), key, *split_user_id(user), databases,
                                              admin=identity(req).is_admin)
         self._done(req, resp, key, version)
 
@@ -192,10 +186,7 @@ class UserDatabaseAccessResource(_OnInstance):
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant_id: str, instance: str, user: str,
                   database: str) -> None:
         key = self._instance(req, instance)
-        found = self._user(key, user)
-        if database not in found.databases:
-            raise NotFound(f"User {user[:80]} has no access to database {database[:80]}.")
-        version = self._objects.revoke_access(context(req), key, found.name, found.host, database,
+        version = self._objects.revoke_access(context(req), key, *split_user_id(user), database,
                                               admin=identity(req).is_admin)
         self._done(req, resp, key, version)
 
@@ -224,8 +215,6 @@ class RootResource(_OnInstance):
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant_id: str, instance: str) -> None:
         key = self._instance(req, instance)
-        if not self._queries.root_enabled(key):
-            raise NotFound("Root has not been enabled on this instance.")
         version = self._objects.disable_root(context(req), key, admin=identity(req).is_admin)
         self._reads.wrote(context(req), key, version)
         resp.status = falcon.HTTP_204
