@@ -205,12 +205,6 @@ class DatastoreObjectQueries:
         with self._engine.connect() as connection:
             return list(connection.execute(query.order_by(columns.name).limit(limit)).scalars())
 
-    def has_database(self, instance_id: str, name: str) -> bool:
-        columns = instance_databases.c
-        with self._engine.connect() as connection:
-            return connection.execute(select(columns.name).where(columns.instance_id == instance_id,
-                                                                 columns.name == name)).first() is not None
-
     def users(self, instance_id: str, *, limit: int, marker: tuple[str, str] | None = None) -> list[DatastoreUser]:
         columns = instance_users.c
         query = select(columns.name, columns.host).where(columns.instance_id == instance_id)
