@@ -29,6 +29,7 @@ class ServerSpec:
     volume_size: int | None  # GB; None for an instance without a volume
     image_id: str = ""
     availability_zone: str | None = None
+    datastore_manager: str = ""  # postgresql, mysql, mariadb: a cloud opens the datastore's port for it
 
 
 @dataclass(frozen=True)

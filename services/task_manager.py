@@ -391,7 +391,8 @@ class TaskManager:
             return self._build_timed_out(item)
         spec = ServerSpec(instance_id=item.instance_id, name=instance.name, flavor=dict(instance.flavor),
                           volume_size=instance.volume_size, image_id=self._image_id(instance.datastore_version_id),
-                          availability_zone=item.detail.get("availability_zone"))
+                          availability_zone=item.detail.get("availability_zone"),
+                          datastore_manager=instance.datastore_manager or "")
         # The guest's topic first: a server that boots at once then finds it there, and its guest
         # attaches without waiting for a second look.
         topic = self.guests.ensure(item.instance_id)
