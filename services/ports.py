@@ -104,6 +104,55 @@ class GuestChannel(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class BackupTarget:
+    """Where a guest streams one backup to, or reads it back from, without the deployment's credentials.
+
+    ``kind`` is ``file`` (``location`` is a path on a filesystem the guest shares, the local storage)
+    or ``url`` (``url`` is a time-limited signed URL the guest PUTs or GETs, Swift's temp URLs).
+    ``location`` is how the storage names the object; it is what a backup's record keeps.
+    """
+
+    kind: str
+    location: str
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredBackup:
+    """What the storage holds for a location: its size in bytes (the guest's checksum is kept beside it)."""
+
+    location: str
+    size: int
+
+
+class BackupStorageError(RuntimeError):
+    """The storage refused or failed a request; the text says what and what to do next."""
+
+
+class BackupStorage(Protocol):
+    """Where backups are kept (a local directory, a Swift container), seen by the task manager.
+
+    Guests move the bytes; the task manager only hands out targets, checks what arrived, and deletes.
+    """
+
+    def upload_target(self, tenant_id: str, backup_id: str) -> BackupTarget:
+        """Where the guest writes backup ``backup_id`` of ``tenant_id`` (a new object; an old one is replaced)."""
+        ...
+
+    def download_target(self, location: str) -> BackupTarget:
+        """Where a restoring guest reads the backup stored at ``location``."""
+        ...
+
+    def stat(self, location: str) -> StoredBackup | None:
+        """What is stored at ``location``, or None when nothing is."""
+        ...
+
+    def delete(self, location: str) -> None:
+        """Delete what is stored at ``location``; nothing happens when nothing is."""
+        ...
+
+
 class SecretDrop(Protocol):
     """Secrets on their way to one guest, sealed for it, outside the event stream (which keeps everything)."""
 
