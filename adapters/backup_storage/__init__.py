@@ -1,0 +1,1 @@
+"""Where backups are kept: the ``BackupStorage`` port's adapters."""
