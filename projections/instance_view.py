@@ -215,7 +215,9 @@ class InstanceRecord:
 class InstanceViewQueries:
     """Reads of the instance view; ``heartbeat_expiry_s`` is Trove's ``agent_heartbeat_expiry``."""
 
-    def __init__(self, engine: Engine, heartbeat_expiry_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: Engine, heartbeat_expiry_s: float, clock: Callable[[], float] = time.time, *,
+                 marks: Table | None = None) -> None:
+        """``marks`` is the API's write-marks table as ``engine``'s connections see it, when they do."""
         self._engine = engine
         self._expiry = heartbeat_expiry_s
         self._clock = clock
@@ -224,9 +226,11 @@ class InstanceViewQueries:
         by_id = self.select_rows().where(instance_view.c.id == bindparam("instance_id"))
         self._by_id = {True: PreparedRead(engine, by_id),
                        False: PreparedRead(engine, by_id.where(instance_view.c.deleted.is_(False)))}
-        marked = (select(func.max(write_marks.c.version)).where(write_marks.c.instance_id == instance_view.c.id)
-                  .scalar_subquery().label("marked_version"))
-        self._by_id_marked = PreparedRead(engine, by_id.add_columns(marked))
+        self.reads_marks = marks is not None
+        if marks is not None:
+            marked = (select(func.max(marks.c.version)).where(marks.c.instance_id == instance_view.c.id)
+                      .scalar_subquery().label("marked_version"))
+            self._by_id_marked = PreparedRead(engine, by_id.add_columns(marked))
         self._pages = {(tenant, marker, deleted): PreparedRead(engine, self._page(tenant, marker, deleted))
                        for tenant in (True, False) for marker in (True, False) for deleted in (True, False)}
 
@@ -235,7 +239,8 @@ class InstanceViewQueries:
         return self.record(row) if row else None
 
     def get_marked(self, instance_id: str) -> tuple[InstanceRecord | None, int | None]:
-        """The row (deleted or not) and the latest version the API marked as written for it, in one read."""
+        """The row (deleted or not) and the latest version the API marked as written for it, in one read
+        (only when built with the ``marks`` its engine sees)."""
         row = self._by_id_marked.first(instance_id=instance_id)
         return (self.record(row), row["marked_version"]) if row else (None, None)
 

@@ -1,4 +1,4 @@
-"""Statements compiled once and run straight on a DBAPI connection: reads on a pooled one, writes on
+"""Statements compiled once and run straight on a DBAPI connection: reads on the thread's own, writes on
 the caller's (inside its transaction).
 
 For the API's hottest query (a show): SQLAlchemy's per-execution work (connection and result
@@ -10,9 +10,13 @@ value, so JSON columns may arrive as text (SQLite) or already decoded (PostgreSQ
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import orjson
 from psycopg import OperationalError, errors, pq
@@ -37,23 +41,69 @@ class PreparedRead:
 
     def _run(self, parameters: dict[str, Any], *, many: bool) -> list[dict[str, Any]]:
         for attempt in (1, 2):
-            # A bare pool checkout: the engine must be ``read_only``'s, whose connections read outside
-            # any transaction (SQLite's in driver autocommit, PostgreSQL's in autocommit for good).
-            pooled = self._engine.raw_connection()
+            held = _THREAD_READERS.connection(self._engine)
             try:
-                rows = self._statement.run(pooled, parameters, many=many)
+                rows = self._statement.run(held, parameters, many=many)
             except _Disconnected as lost:
-                # The pool trusts recently used connections without a ping; one that died with a
-                # server restart is dropped here and the read runs once more on a fresh one.
-                pooled.invalidate(lost.error)
+                # A kept connection that died with a server restart is dropped here and the read runs
+                # once more on a fresh one.
+                _THREAD_READERS.drop(self._engine)
                 if attempt == 2:
                     raise lost.error from None
                 continue
-            finally:
-                pooled.close()
             names = self._names
             return [dict(zip(names, row, strict=True)) for row in rows]
         raise AssertionError("unreachable")
+
+
+class _ThreadReaders(threading.local):
+    """Each thread's own read connection per database, kept between reads.
+
+    A pool checkout and check-in cost a show more than its query on SQLite, and a fifth of its time on
+    PostgreSQL. The API's threads (gunicorn gthread) live as long as their worker, so each keeps one
+    connection per database, taken out of the pool's accounting (``detach``) so that many threads
+    cannot starve the pool's other users. A connection closes with its thread, or with the pool it
+    came from when the engine is disposed; a forked child never touches its parent's.
+    """
+
+    def __init__(self) -> None:
+        self.held: WeakKeyDictionary[Any, _Held] = WeakKeyDictionary()
+
+    def connection(self, engine: Engine) -> Any:
+        held = self.held.get(engine.pool)
+        if held is None or held.pid != os.getpid():
+            pooled = engine.raw_connection()  # connected as the engine's pool connects (its events ran)
+            connection = pooled.dbapi_connection
+            pooled.detach()
+            held = self.held[engine.pool] = _Held(connection)
+        return held
+
+    def drop(self, engine: Engine) -> None:
+        held = self.held.pop(engine.pool, None)
+        if held is not None:
+            held.close()
+
+
+class _Held:
+    """A DBAPI connection of one thread's, and what the statements keep about it (``info``)."""
+
+    __slots__ = ("driver_connection", "info", "pid")
+
+    def __init__(self, connection: Any) -> None:
+        self.driver_connection = connection
+        self.info: dict[str, Any] = {}
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        if self.pid == os.getpid():  # in a forked child the socket is the parent's: leave it be
+            with contextlib.suppress(Exception):
+                self.driver_connection.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+_THREAD_READERS = _ThreadReaders()
 
 
 class _Disconnected(Exception):
@@ -71,15 +121,15 @@ class _DbapiStatement:
         self._sql = str(self._compiled)
         self._positions = self._compiled.positiontup  # None for drivers that take named parameters
 
-    def run(self, pooled: Any, parameters: Mapping[str, Any], *, many: bool) -> list[Any]:
+    def run(self, held: _Held, parameters: Mapping[str, Any], *, many: bool) -> list[Any]:
         values = self._compiled.construct_params(parameters)
         arguments = [values[name] for name in self._positions] if self._positions is not None else values
-        cursor = pooled.driver_connection.cursor()
+        cursor = held.driver_connection.cursor()
         try:
             cursor.execute(self._sql, arguments)
             return cursor.fetchall() if many else cursor.fetchmany(1)
         except self._dialect.loaded_dbapi.Error as error:
-            disconnected = self._dialect.is_disconnect(error, pooled.driver_connection, cursor)
+            disconnected = self._dialect.is_disconnect(error, held.driver_connection, cursor)
             wrapped = exc.DBAPIError.instance(self._sql, arguments, error, self._dialect.loaded_dbapi.Error,
                                               dialect=self._dialect, connection_invalidated=disconnected)
             raise (_Disconnected(wrapped) if disconnected else wrapped) from error
@@ -107,13 +157,13 @@ class _LibpqStatement:
         self._formats = [PyFormat.TEXT] * len(self._positions)
         self._name = f"trove_es_read_{next(self._serial)}".encode()
 
-    def run(self, pooled: Any, parameters: Mapping[str, Any], *, many: bool) -> list[Any]:
-        connection = pooled.driver_connection
+    def run(self, held: _Held, parameters: Mapping[str, Any], *, many: bool) -> list[Any]:
+        connection = held.driver_connection
         pgconn = connection.pgconn
         values = self._compiled.construct_params(parameters)
         arguments = [values[name] for name in self._positions]
         adapter = Transformer(connection)
-        prepared = pooled.info.setdefault("trove_es_prepared", set())
+        prepared = held.info.setdefault("trove_es_prepared", set())
         if self._name not in prepared:
             self._check(pgconn.prepare(self._name, self._sql.encode()), pq.ExecStatus.COMMAND_OK, connection,
                         arguments)

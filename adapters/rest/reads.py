@@ -44,7 +44,7 @@ class InstanceReads:
         ``instance_id`` is a path's id as ``resources.instance_id`` checked and normalised it.
         """
         key = instance_id
-        if self._marks.beside_view:
+        if self._views.reads_marks:
             row, marked = self._views.get_marked(key)
         else:
             row, marked = self._views.get(key, include_deleted=True), self._marks.marked(key)

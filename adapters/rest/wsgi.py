@@ -28,7 +28,7 @@ from adapters.rest.local_tokens import LocalTokenAuthority
 from adapters.settings import Settings, load_settings
 from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
-from adapters.sql.write_marks import WriteMarks
+from adapters.sql.write_marks import WriteMarks, marks_seen_from
 from projections.catalog_view import CatalogQueries
 from projections.catalog_view import metadata as catalog_metadata
 from projections.datastore_objects import DatastoreObjectQueries, DatastoreObjectsView
@@ -58,6 +58,8 @@ def build_api(settings: Settings) -> falcon.App:
                                  quota_defaults=settings.quota_defaults, region=settings.region,
                                  secret_drop=secret_drop(settings))
     engine = read_model_engine(settings)
+    marks = write_marks(settings, engine)
+    marks_table = marks_seen_from(engine, marks.engine)
     # The API may start before the projections: their tables must exist for reads to answer at all.
     create_tables(engine, instance_metadata)
     create_tables(engine, catalog_metadata)
@@ -67,10 +69,10 @@ def build_api(settings: Settings) -> falcon.App:
     objects_engine = projection_engine(settings, DatastoreObjectsView.name)
     create_tables(objects_engine, objects_metadata)
     reader = read_only(engine)
-    views = InstanceViewQueries(reader, settings.agent_heartbeat_expiry_s)
+    views = InstanceViewQueries(reader, settings.agent_heartbeat_expiry_s, marks=marks_table)
     return create_app(instances=instances, instance_views=views, catalog=CatalogQueries(reader),
                       authenticator=build_authenticator(settings), settings=settings,
-                      write_marks=write_marks(settings, engine), billing=billing_queries(settings),
+                      write_marks=marks, billing=billing_queries(settings),
                       faults=FaultQueries(faults), operation_reports=OperationReports(faults),
                       instance_reports=InstanceReports(reader, views, settings.agent_heartbeat_expiry_s),
                       datastore_objects=DatastoreObjectQueries(read_only(objects_engine)))

@@ -4,25 +4,49 @@ Each write the API accepts leaves a mark (tenant, instance, version written). A 
 its mark and waits, within the read-your-writes bound, only while the row is older than the mark; a
 list waits until the view holds every fresh mark of its tenant.
 
-On PostgreSQL the marks live beside the instance view, and a show reads row and mark in one query (one
-round trip). On SQLite they live in a file of their own: a mark is written on every accepted request,
-and in the view's file it waited behind the projections' transactions for the one write lock; two
-local reads cost less than that wait. Marks are bookkeeping, not state: they expire after
-``horizon_s`` (a view that far behind is an incident, not a read to wait for) and losing one only
-loses the wait.
+On PostgreSQL the marks live beside the instance view. On SQLite they live in a file of their own: a
+mark is written on every accepted request, and in the view's file it waited behind the projections'
+transactions for the one write lock. Either way a show reads row and mark in one query: on SQLite the
+marks' file is attached to the API's view connections (``marks_seen_from``). Marks are bookkeeping,
+not state: they expire after ``horizon_s`` (a view that far behind is an incident, not a read to wait
+for) and losing one only loses the wait.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, func, or_, select
+from sqlalchemy import Engine, MetaData, Table, bindparam, delete, event, func, or_, select
 
 from adapters.sql.engine import read_only
 from projections.instance_view import instance_view, write_marks
 from projections.prepared import PreparedRead
 from projections.upsert import upsert_statement
+
+ATTACHED_AS = "trove_es_marks"
+
+
+def marks_seen_from(view_engine: Engine, marks_engine: Engine) -> Table:
+    """The marks table as the view engine's connections see it, for a show's one query of row and mark.
+
+    Beside the view it is the table itself. In a SQLite file of its own, that file is attached to each
+    of the view engine's connections (reading both in one statement locks neither for writing). Call it
+    before the view engine serves reads: connections it opened earlier are closed, to reopen attached.
+    """
+    if marks_engine.url == view_engine.url:
+        return write_marks
+    if view_engine.dialect.name != "sqlite" or marks_engine.dialect.name != "sqlite":
+        raise ValueError("write marks apart from the instance view are only supported on SQLite")
+    path = marks_engine.url.database
+
+    @event.listens_for(view_engine, "connect")
+    def _attach(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute(f"ATTACH DATABASE ? AS {ATTACHED_AS}", (path,))
+
+    view_engine.dispose()
+    return write_marks.to_metadata(MetaData(), schema=ATTACHED_AS)
 
 
 class WriteMarks:
@@ -52,6 +76,11 @@ class WriteMarks:
             self._view_reader = read_only(view)
             self._marked = PreparedRead(self._reader, select(func.max(write_marks.c.version).label("version"))
                                         .where(write_marks.c.instance_id == bindparam("instance_id")))
+
+    @property
+    def engine(self) -> Engine:
+        """The marks' own database."""
+        return self._engine
 
     def mark(self, tenant_id: str, instance_id: str, version: int) -> None:
         now = self._clock()

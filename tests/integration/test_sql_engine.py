@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, select, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, func, select, text
 
 from adapters.sql.engine import IDLE_PING_S, create_sql_engine, read_only
 from projections.prepared import PreparedRead
@@ -59,9 +60,40 @@ def test_the_prepared_show_read_survives_a_backend_killed_between_requests(postg
     table = Table("t", MetaData(), Column("id", String, primary_key=True), Column("v", Integer))
     reader = read_only(engine)
     read = PreparedRead(reader, select(table.c.v).where(table.c.id == bindparam("key")))
+    backend = PreparedRead(reader, select(func.pg_backend_pid().label("pid")))
     assert read.first(key="a") == {"v": 7}
-    _terminate(postgres_url, _backend_pid(reader))  # within IDLE_PING_S: the pool hands it out unpinged
+    kept = backend.first()
+    assert kept is not None and backend.first() == kept, "the thread keeps its read connection between reads"
+    _terminate(postgres_url, kept["pid"])
     assert read.first(key="a") == {"v": 7}, "the read is retried once on a fresh connection"
+    assert backend.first() != kept
+    engine.dispose()
+
+
+def test_each_thread_reads_on_a_connection_of_its_own_outside_the_pools_count(postgres_url: str) -> None:
+    engine = create_sql_engine(postgres_url, pool_size=1)
+    reader = read_only(engine)
+    backend = PreparedRead(reader, select(func.pg_backend_pid().label("pid")))
+    pids: list[int] = []
+
+    def read() -> None:
+        row = backend.first()
+        assert row is not None
+        pids.append(row["pid"])
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(pids)) == 4, "four threads, four connections, though the pool holds one"
+    assert reader.pool.checkedout() == 0
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        deadline = time.monotonic() + 10  # a closed connection's backend leaves pg_stat_activity as it exits
+        while (alive := admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                      [pids]).fetchone()) != (0,) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert alive == (0,), "a thread's connection closes when the thread ends"
     engine.dispose()
 
 

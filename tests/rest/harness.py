@@ -26,6 +26,7 @@ from adapters.rest.local_tokens import LocalTokenAuthority
 from adapters.rest.wsgi import write_marks
 from adapters.settings import Settings, load_settings
 from adapters.sql.engine import create_sql_engine
+from adapters.sql.write_marks import marks_seen_from
 from projections.catalog_view import CatalogQueries, CatalogView
 from projections.datastore_objects import DatastoreObjectQueries, DatastoreObjectsView
 from projections.fault_history import FaultHistory, FaultQueries, OperationReports
@@ -56,8 +57,9 @@ class Api:
                                                   DatastoreObjectsView.name: self.objects_engine})
         self.projector.catch_up()
         self.authority = LocalTokenAuthority.for_data_dir(data_dir)
-        self.views = InstanceViewQueries(self.engine, self.settings.agent_heartbeat_expiry_s)
         self.marks = write_marks(self.settings, self.engine)  # as the API wires them: on SQLite, a file apart
+        self.views = InstanceViewQueries(self.engine, self.settings.agent_heartbeat_expiry_s,
+                                         marks=marks_seen_from(self.engine, self.marks.engine))
         self.app = create_app(instances=self.instances, instance_views=self.views, catalog=CatalogQueries(self.engine),
                               authenticator=authenticator or self.authority, settings=self.settings,
                               write_marks=self.marks, server_ip="192.0.2.10",

@@ -12,7 +12,7 @@ from adapters.sql.engine import create_sql_engine
 from adapters.sql.write_marks import WriteMarks
 from domain.context import OperationContext
 from domain.errors import NotFound
-from projections.instance_view import write_marks
+from projections.instance_view import InstanceViewQueries, write_marks
 from tests.rest.harness import TENANT, Api
 
 
@@ -139,9 +139,10 @@ def test_marks_beside_the_view_read_row_and_mark_together(api: Api) -> None:
     beside.mark(TENANT, created["id"], 5)
     assert beside.view_is_behind(TENANT)
     api.projector.catch_up()
-    row, marked = api.views.get_marked(created["id"])
+    views = InstanceViewQueries(api.engine, api.settings.agent_heartbeat_expiry_s, marks=write_marks)
+    row, marked = views.get_marked(created["id"])
     assert marked == 5 and row is not None and row.version < 5, "the join reads the mark with the row"
-    reads = InstanceReads(api.instances, api.views, 0, beside)
+    reads = InstanceReads(api.instances, views, 0, beside)
     assert reads.show(created["id"], _context(), admin=False).version >= 1, "behind the mark: from the aggregate"
 
 
@@ -153,3 +154,13 @@ def test_a_write_that_cannot_be_marked_still_succeeds_once(api: Api) -> None:
         "name": "kept", "flavorRef": "2", "volume": {"size": 1}, "datastore": {"type": "mysql"}}})
     assert result.status_code == 200, "the create is stored: failing it now would make the client retry"
     assert api.stored_events() > before
+
+
+def test_on_sqlite_the_marks_file_is_attached_so_a_show_reads_row_and_mark_at_once(api: Api) -> None:
+    created = api.create(name="attached")
+    assert api.views.reads_marks and not api.marks.beside_view, "a file of their own, read with the view"
+    api.projector.catch_up()
+    api.marks.mark(TENANT, created["id"], 9)
+    row, marked = api.views.get_marked(created["id"])
+    assert marked == 9 and row is not None and row.version < 9
+    assert api.get(f"/v1.0/{TENANT}/instances/{created['id']}").status_code == 200, "behind: from the aggregate"
