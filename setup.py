@@ -38,6 +38,9 @@ setup(
             "hypothesis>=6.100,<7",
             # The compatibility tests drive the API with the real client.
             "python-troveclient>=8,<9",
+            # The OpenStack drivers' tests fake the cloud on the wire (openstacksdk's ConnectionFixture needs fixtures).
+            "requests-mock>=1.12,<2",
+            "fixtures>=4",
             "ruff>=0.6",
         ],
     },

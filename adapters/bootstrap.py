@@ -14,7 +14,7 @@ from adapters.kafka.notifications import KafkaNotificationPublisher
 from adapters.kafka.relay import Relay, RelayPositionStore
 from adapters.kafka.topics import audit_salts, partition_of
 from adapters.secret_files import guest_secret
-from adapters.settings import Settings, load_settings
+from adapters.settings import Settings, SettingsError, load_settings
 from adapters.sql.engine import create_sql_engine
 from adapters.sql.schema import create_tables
 from adapters.sql.secret_drops import SqlSecretDrops
@@ -68,9 +68,30 @@ def compute_driver(settings: Settings) -> ComputeDriver:
                             guest_prefix=settings.topics.guest_prefix, conductor_topic=settings.topics.conductor,
                             secret=guest_secret(settings.data_dir), report_interval_s=settings.report_interval_s,
                             ports=settings.local_compute_ports)
+    if settings.compute_driver == "openstack":
+        return _openstack_compute(settings)
     from adapters.compute.fake import FakeCompute
 
     return FakeCompute.from_settings(settings, fake_cloud_engine(settings))
+
+
+def _openstack_compute(settings: Settings) -> ComputeDriver:
+    from adapters.compute.guest_boot import guest_config_writer
+    from adapters.compute.openstack import OpenStackCompute
+
+    if settings.uses_embedded_broker:
+        raise SettingsError("TROVE_ES_COMPUTE_DRIVER=openstack needs TROVE_ES_KAFKA_BOOTSTRAP_SERVERS: brokers the "
+                            "guests on the cloud's servers can reach (the embedded broker serves this host only)")
+    guest_config = guest_config_writer(secret=guest_secret(settings.data_dir),
+                                       bootstrap_servers=settings.kafka_bootstrap_servers,
+                                       guest_prefix=settings.topics.guest_prefix,
+                                       conductor_topic=settings.topics.conductor,
+                                       report_interval_s=settings.report_interval_s)
+    return OpenStackCompute.from_cloud(settings.os_cloud or None, settings.os_region or None,
+                                       guest_config=guest_config, networks=settings.os_networks,
+                                       security_group_cidrs=settings.os_security_group_cidrs,
+                                       volume_type=settings.os_volume_type or None,
+                                       volume_wait_s=settings.os_volume_wait_s)
 
 
 def event_store_engine(settings: Settings) -> Engine:

@@ -7,6 +7,7 @@ URLs and the bootstrap servers. ``SETTINGS_DOC`` feeds the README's configuratio
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
@@ -74,6 +75,16 @@ class Settings:
     fake_compute_delay_s: float = 0.5
     fake_compute_max_servers: int = -1
     fake_image_min_disk_gb: int = 0
+    os_cloud: str = ""
+    os_region: str = ""
+    os_networks: tuple[str, ...] = ()
+    os_security_group_cidrs: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    os_volume_type: str = ""
+    os_volume_wait_s: float = 300.0
+    backup_storage: str = "local"
+    swift_container: str = "trove-es-backups"
+    swift_temp_url_key: str = field(default="", repr=False)  # a secret: never in a log line
+    swift_temp_url_ttl_s: int = 3600
     read_your_writes_wait_s: float = 2.0
     notification_host: str = ""
     notification_errors_on_info: bool = False
@@ -165,10 +176,29 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("TROVE_ES_REPORT_INTERVAL_S", "10", "How often guests send heartbeats (Trove's `report_interval`)."),
     ("TROVE_ES_COMPUTE_DRIVER", "auto",
      "`local`: each instance a guest agent and a real PostgreSQL or MariaDB server on this host; `fake`: "
-     "simulated servers, volumes and guests; `auto`: `local` where both datastores' server binaries are "
-     "installed, `fake` elsewhere."),
+     "simulated servers, volumes and guests; `openstack`: a Nova server, Cinder volume and security group "
+     "per instance on the `TROVE_ES_OS_CLOUD` cloud (docs/openstack.md); `auto`: `local` where both "
+     "datastores' server binaries are installed, `fake` elsewhere."),
     ("TROVE_ES_LOCAL_COMPUTE_PORTS", "21000-21999", "Ports the `local` driver gives its instances' datastores."),
     ("TROVE_ES_FAKE_COMPUTE_DELAY_S", "0.5", "How long the fake compute takes to build or change a server."),
+    ("TROVE_ES_OS_CLOUD", "(empty)",
+     "The clouds.yaml cloud of the `openstack` driver and the Swift backup storage; empty: `OS_CLOUD` or the "
+     "`OS_*` variables."),
+    ("TROVE_ES_OS_REGION", "(the cloud's)", "Region of that cloud."),
+    ("TROVE_ES_OS_NETWORKS", "(empty)",
+     "Comma-separated Neutron network ids every server is attached to; empty: Nova allocates one (`auto`)."),
+    ("TROVE_ES_OS_SECURITY_GROUP_CIDR", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
+     "Comma-separated CIDRs each instance's security group admits to its datastore's port: private networks "
+     "unless the operator says otherwise (`0.0.0.0/0,::/0` opens it to everyone)."),
+    ("TROVE_ES_OS_VOLUME_TYPE", "(the cloud's default)", "Cinder volume type of instances' volumes."),
+    ("TROVE_ES_OS_VOLUME_WAIT_S", "300", "How long a create waits for its Cinder volume to become available."),
+    ("TROVE_ES_BACKUP_STORAGE", "local",
+     "Where backups are kept: `local`, a directory of this host; `swift`, a Swift container of the "
+     "`TROVE_ES_OS_CLOUD` cloud that guests reach through temp URLs."),
+    ("TROVE_ES_SWIFT_CONTAINER", "trove-es-backups", "The Swift container of backups (created on first use)."),
+    ("TROVE_ES_SWIFT_TEMP_URL_KEY", "(empty: the account's key)",
+     "Secret signing guests' temp URLs; set on the Swift account when neither of its temp-URL keys is it."),
+    ("TROVE_ES_SWIFT_TEMP_URL_TTL_S", "3600", "How long a temp URL handed to a guest stays valid."),
     ("TROVE_ES_BILLING_URL", "(the read models' URL; with SQLite read models, <data dir>/billing.db)",
      "Database of the billing ledger (`trove-es billing run` and `billing report`, mgmt `usage`)."),
     ("TROVE_ES_TASK_MANAGER_URL", "(the read models' URL; with SQLite read models, <data dir>/task_manager.db)",
@@ -296,11 +326,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         usage_timeout_s=number("USAGE_TIMEOUT_S", 1800.0),
         agent_heartbeat_expiry_s=number("AGENT_HEARTBEAT_EXPIRY_S", 90.0),
         report_interval_s=number("REPORT_INTERVAL_S", 10.0),
-        compute_driver=_compute_driver(choice("COMPUTE_DRIVER", "auto", ("auto", "fake", "local"))),
+        compute_driver=_compute_driver(choice("COMPUTE_DRIVER", "auto", ("auto", "fake", "local", "openstack"))),
         local_compute_ports=_port_range(PREFIX + "LOCAL_COMPUTE_PORTS", text("LOCAL_COMPUTE_PORTS", "21000-21999")),
         fake_compute_delay_s=number("FAKE_COMPUTE_DELAY_S", 0.5),
         fake_compute_max_servers=integer("FAKE_COMPUTE_MAX_SERVERS", -1, minimum=-1),
         fake_image_min_disk_gb=integer("FAKE_IMAGE_MIN_DISK_GB", 0, minimum=0),
+        os_cloud=text("OS_CLOUD", ""),
+        os_region=text("OS_REGION", ""),
+        os_networks=_names(text("OS_NETWORKS", "")),
+        os_security_group_cidrs=_cidrs(PREFIX + "OS_SECURITY_GROUP_CIDR",
+                                       text("OS_SECURITY_GROUP_CIDR", "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16")),
+        os_volume_type=text("OS_VOLUME_TYPE", ""),
+        os_volume_wait_s=number("OS_VOLUME_WAIT_S", 300.0),
+        backup_storage=choice("BACKUP_STORAGE", "local", ("local", "swift")),
+        swift_container=text("SWIFT_CONTAINER", "trove-es-backups"),
+        swift_temp_url_key=text("SWIFT_TEMP_URL_KEY", ""),
+        swift_temp_url_ttl_s=integer("SWIFT_TEMP_URL_TTL_S", 3600),
         read_your_writes_wait_s=number("READ_YOUR_WRITES_WAIT_S", 2.0),
         notification_host=text("NOTIFICATION_HOST", socket.gethostname()),
         notification_errors_on_info=flag("NOTIFICATION_ERRORS_ON_INFO", False),
@@ -315,6 +356,18 @@ def _compute_driver(chosen: str) -> str:
     from adapters.compute.local import datastore_binaries_installed
 
     return "local" if datastore_binaries_installed() else "fake"
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(name for name in (part.strip() for part in raw.split(",")) if name)
+
+
+def _cidrs(name: str, raw: str) -> tuple[str, ...]:
+    try:
+        return tuple(str(ipaddress.ip_network(cidr, strict=False)) for cidr in _names(raw))
+    except ValueError:
+        raise SettingsError(f"{name} must be comma-separated CIDRs such as 10.0.0.0/8,2001:db8::/32, "
+                            f"got {raw!r}") from None
 
 
 def _port_range(name: str, raw: str) -> tuple[int, int]:

@@ -41,8 +41,6 @@ from services.ports import ComputeError, ComputeQuotaExceeded, Server, ServerSpe
 INSTANCE_KEY = "trove_es_instance_id"
 GUEST_CONFIG_PATH = "/etc/trove-es/guest.json"
 GUEST_ENV_PATH = "/etc/trove-es/guest.env"
-# Private networks only: a database is not opened to the internet unless the operator says so.
-DEFAULT_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 # Cinder extends an attached volume only from this microversion on.
 IN_USE_EXTEND_MICROVERSION = "3.42"
 _DELETING = "; deleting"
@@ -50,7 +48,7 @@ _DELETING = "; deleting"
 
 class OpenStackCompute:
     def __init__(self, connection: Connection, *, guest_config: Callable[[ServerSpec], str],
-                 networks: Sequence[str] = (), security_group_cidrs: Sequence[str] = DEFAULT_CIDRS,
+                 security_group_cidrs: Sequence[str], networks: Sequence[str] = (),
                  volume_type: str | None = None, volume_wait_s: float = 300.0, poll_interval_s: float = 2.0) -> None:
         self._conn = connection
         self._guest_config = guest_config
@@ -59,7 +57,7 @@ class OpenStackCompute:
         self._volume_type = volume_type
         self._volume_wait_s = volume_wait_s
         self._poll_s = poll_interval_s
-        self._flavor_ids: dict[str, str] = {}  # flavor name -> id: flavors never change, so one list serves
+        self._flavor_ids: dict[str, str] = {}  # name -> id; a flavor never changes, a name not seen reloads it
 
     @classmethod
     def from_cloud(cls, cloud: str | None, region: str | None, **options: Any) -> OpenStackCompute:

@@ -20,8 +20,10 @@ import pytest
 import requests_mock
 from openstack.fixture import connection as os_fixture
 
+from adapters.bootstrap import compute_driver
 from adapters.compute.guest_boot import guest_config_writer
 from adapters.compute.openstack import GUEST_CONFIG_PATH, INSTANCE_KEY, OpenStackCompute
+from adapters.settings import SettingsError, load_settings
 from domain.guest_protocol import instance_key
 from guest.config import GuestConfig
 from services.ports import ComputeError, ComputeQuotaExceeded, ServerSpec
@@ -446,3 +448,19 @@ def test_the_guest_configuration_holds_the_instance_key_and_never_the_deployment
     mariadb = json.loads(writer(ServerSpec(instance_id=INSTANCE, name="m", flavor={"id": "1"}, volume_size=None,
                                            datastore_manager="mariadb")))
     assert (mariadb["port"], mariadb["memory_mb"], mariadb["volume_size_gb"]) == (3306, 512, None)
+
+
+# The composition root ------------------------------------------------------------------------------------------
+
+
+def test_the_composition_root_builds_the_driver_on_the_clouds_yaml_cloud(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(json.dumps({"clouds": {"dbaas": {"region_name": "RegionOne", "auth": AUTH}}}))
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    settings = load_settings({"TROVE_ES_DATA_DIR": str(tmp_path), "TROVE_ES_COMPUTE_DRIVER": "openstack",
+                              "TROVE_ES_OS_CLOUD": "dbaas", "TROVE_ES_KAFKA_BOOTSTRAP_SERVERS": "kafka-1:9092"})
+
+    assert isinstance(compute_driver(settings), OpenStackCompute)
+    with pytest.raises(SettingsError, match="TROVE_ES_KAFKA_BOOTSTRAP_SERVERS"):
+        compute_driver(settings.with_bootstrap_servers(""))

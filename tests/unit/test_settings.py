@@ -88,3 +88,23 @@ def test_on_sqlite_the_projections_read_apart_from_the_instance_view_get_files_o
     shared = load_settings({"TROVE_ES_DATA_DIR": str(tmp_path),
                             "TROVE_ES_READ_MODEL_URL": "postgresql://postgres@127.0.0.1/read"})
     assert shared.projection_url("fault-history") == shared.read_model_url, "one PostgreSQL database for all"
+
+
+def test_the_openstack_driver_and_swift_storage_read_their_settings() -> None:
+    settings = load_settings({
+        "TROVE_ES_COMPUTE_DRIVER": "openstack", "TROVE_ES_OS_CLOUD": "dbaas", "TROVE_ES_OS_REGION": "RegionTwo",
+        "TROVE_ES_OS_NETWORKS": " net-1, net-2 ,", "TROVE_ES_OS_SECURITY_GROUP_CIDR": "198.51.100.7/24,2001:db8::/32",
+        "TROVE_ES_BACKUP_STORAGE": "swift", "TROVE_ES_SWIFT_TEMP_URL_KEY": "s3cret-key",
+    })
+    assert (settings.compute_driver, settings.os_cloud, settings.os_region) == ("openstack", "dbaas", "RegionTwo")
+    assert settings.os_networks == ("net-1", "net-2")
+    assert settings.os_security_group_cidrs == ("198.51.100.0/24", "2001:db8::/32")
+    assert (settings.backup_storage, settings.swift_container, settings.swift_temp_url_ttl_s) == (
+        "swift", "trove-es-backups", 3600)
+    assert "s3cret-key" not in repr(settings), "the temp-URL key must not reach a log line"
+
+
+def test_security_groups_admit_private_networks_unless_told_otherwise() -> None:
+    assert load_settings({}).os_security_group_cidrs == ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    with pytest.raises(SettingsError, match="TROVE_ES_OS_SECURITY_GROUP_CIDR must be comma-separated CIDRs"):
+        load_settings({"TROVE_ES_OS_SECURITY_GROUP_CIDR": "10.0.0.0/8,everyone"})
