@@ -103,7 +103,9 @@ class Instance(Aggregate):
         self._server_provisioned(context, server_id, volume_id, server_status, addresses)
 
     @event("ServerStatusChanged")
-    def record_server_status(self, context: Context, server_status: str, fault: str | None = None) -> None:
+    def record_server_status(self, context: Context, server_status: str, fault: str | None = None,
+                             addresses: list[dict[str, Any]] | None = None) -> None:
+        """``addresses`` when the cloud assigned them since the server was provisioned (Nova does once ACTIVE)."""
         self.server_status = server_status
 
     @event("PrepareSent")

@@ -147,6 +147,8 @@ class InstanceView:
             return {"server_id": data["server_id"], "volume_id": data["volume_id"],
                     "server_status": data["server_status"], "addresses": data["addresses"]}
         if kind == "ServerStatusChanged":
+            if data.get("addresses") is not None:
+                return {"server_status": data["server_status"], "addresses": data["addresses"]}
             return {"server_status": data["server_status"]}
         if kind == "ServiceStatusChanged":
             return {"service_status": data["service_status"], "service_status_updated": event.occurred_at}

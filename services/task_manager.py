@@ -426,7 +426,8 @@ class TaskManager:
         if server.status == SERVER_ACTIVE:
             def active(instance: Instance, context: dict[str, Any]) -> None:
                 if instance.server_status != SERVER_ACTIVE:
-                    instance.record_server_status(context, SERVER_ACTIVE)
+                    # A cloud assigns addresses while it builds: Nova's are known once the server is ACTIVE.
+                    instance.record_server_status(context, SERVER_ACTIVE, addresses=server.addresses or None)
 
             return self._send_prepare(item, instance, active)
         if self._expired(item):

@@ -210,6 +210,29 @@ def test_the_view_agrees_with_the_aggregate(commands: list[str]) -> None:
         assert getattr(seen, field) == getattr(expected, field), field
 
 
+def test_addresses_a_cloud_assigns_once_the_server_is_active_reach_the_view() -> None:
+    from sqlalchemy.orm import Session
+
+    from adapters.sql.engine import create_sql_engine
+    from adapters.sql.schema import create_tables
+    from projections.instance_view import InstanceView, InstanceViewQueries
+
+    instance = new_instance()
+    instance.record_server_provisioned(ctx(), "srv-1", "vol-1", "BUILD", [])  # Nova: none while it builds
+    instance.record_server_status(ctx(), "ACTIVE", addresses=[{"address": "10.0.0.5", "type": "private"}])
+    instance.record_server_status(ctx(), "REBOOT")  # a later change without addresses keeps them
+    with tempfile.TemporaryDirectory() as directory:
+        engine = create_sql_engine(f"sqlite:///{Path(directory) / 'view.db'}")
+        view = InstanceView()
+        create_tables(engine, view.metadata)
+        with Session(engine) as session, session.begin():
+            for event in instance.collect_events():
+                view.apply(to_public_event(event), session)
+        seen = InstanceViewQueries(engine, heartbeat_expiry_s=1e9).get(str(instance.id))
+        engine.dispose()
+    assert seen is not None and seen.addresses == [{"address": "10.0.0.5", "type": "private"}]
+
+
 def test_the_create_keeps_the_image_and_a_version_1_create_still_loads_without_one() -> None:
     from eventsourcing.application import Application
     from eventsourcing.persistence import StoredEvent
