@@ -35,6 +35,7 @@ from domain.statuses import ServiceStatus
 PROTOCOL_VERSION = 1
 
 PREPARE, RESTART, RESIZE_VOLUME, RESIZE_FLAVOR, STOP = "prepare", "restart", "resize_volume", "resize_flavor", "stop"
+BACKUP = "backup"
 HEARTBEAT, RESULT, FAULT = "heartbeat", "result", "fault"
 VOLUME_FULL = "volume_full"  # a guest fault: the datastore refuses writes until the volume is resized
 
@@ -59,7 +60,17 @@ _COMMAND_ARGS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "user_revoke": {"user": dict, "database": str},
     "root_enable": {"passwords": dict},
     "root_disable": {},
+    # Stream a full backup of the datastore to ``target`` (``BACKUP_TARGET_FIELDS``); the result's
+    # ``details`` say what arrived: ``size`` (bytes) and ``checksum`` (``sha256:<hex>`` of those bytes).
+    BACKUP: {"backup_id": str, "target": dict},
 }
+# Where a guest streams a backup to or reads one from (``services.ports.BackupTarget``): ``kind`` is
+# ``file`` (``location`` is a path the guest can write) or ``url`` (a signed URL it PUTs or GETs).
+BACKUP_TARGET_FIELDS = {"kind", "location", "url"}
+BACKUP_TARGET_KINDS = ("file", "url")
+# A prepare that restores a backup carries ``restore``: the backup's id, where to read it, and the size
+# and checksum it was stored with, which the guest verifies before it loads a byte.
+RESTORE_FIELDS = {"backup_id", "source", "size", "checksum"}
 COMMANDS = frozenset(_COMMAND_ARGS)
 
 
@@ -151,11 +162,15 @@ class Result:
     message: str = ""
     traceback: tuple[str, ...] = ()
     version: int = PROTOCOL_VERSION
+    details: dict[str, Any] = field(default_factory=dict)  # what the method produced (a backup's size, checksum)
 
     def to_json(self) -> bytes:
-        return _dump({"version": self.version, "kind": RESULT, "instance_id": self.instance_id,
-                      "method": self.method, "request_id": self.request_id, "ok": self.ok,
-                      "message": self.message, "traceback": list(self.traceback), "sent_at": self.sent_at})
+        body = {"version": self.version, "kind": RESULT, "instance_id": self.instance_id,
+                "method": self.method, "request_id": self.request_id, "ok": self.ok,
+                "message": self.message, "traceback": list(self.traceback), "sent_at": self.sent_at}
+        if self.details:
+            body["details"] = self.details
+        return _dump(body)
 
 
 @dataclass(frozen=True)
@@ -186,13 +201,18 @@ GuestMessage = Heartbeat | Result | GuestFault
 
 def prepare(instance_id: str, request_id: str, sent_at: float, *, datastore: str, datastore_version: str,
             databases: list[str], users: list[Any], volume_size: int | None,
-            passwords: dict[str, str] | None = None, manager: str | None = None) -> GuestCommand:
+            passwords: dict[str, str] | None = None, manager: str | None = None,
+            restore: dict[str, Any] | None = None) -> GuestCommand:
     """``users``: names or ``{"name", "host", "databases"}``; ``passwords``: each user's, sealed for the guest;
-    ``manager``: the datastore version's manager (Trove's: mysql, mariadb, postgresql), the datastore's by default."""
-    built = GuestCommand(PREPARE, instance_id, request_id, sent_at, {
+    ``manager``: the datastore version's manager (Trove's: mysql, mariadb, postgresql), the datastore's by default;
+    ``restore``: the backup to build from (``RESTORE_FIELDS``)."""
+    args: dict[str, Any] = {
         "datastore": datastore, "datastore_version": datastore_version, "databases": list(databases),
         "users": [_user(u) for u in users], "volume_size": volume_size, "passwords": dict(passwords or {}),
-        "manager": manager or datastore})
+        "manager": manager or datastore}
+    if restore is not None:
+        args["restore"] = restore
+    built = GuestCommand(PREPARE, instance_id, request_id, sent_at, args)
     return _command(_load(built.to_json()))
 
 
@@ -240,6 +260,8 @@ def _command(body: dict[str, Any]) -> GuestCommand:
             raise GuestProtocolError(f"{method}: argument {name!r} has the wrong type")
     if method == PREPARE:
         _check_prepare(args)
+    if method == BACKUP:
+        _check_target(args["target"], "backup: target")
     if method == RESIZE_VOLUME and args["new_size"] < 1:
         raise GuestProtocolError("resize_volume: new_size must be a positive integer")
     return GuestCommand(method, _string(body, "instance_id"), _string(body, "request_id"), _sent_at(body), args,
@@ -269,6 +291,34 @@ def _check_prepare(args: dict[str, Any]) -> None:
         raise GuestProtocolError(f"prepare: passwords for users it does not create: {', '.join(sorted(unknown))}")
     if not isinstance(args.get("manager", ""), str):
         raise GuestProtocolError("prepare: manager must be a string")
+    restore = args.get("restore")
+    if restore is not None:
+        if not isinstance(restore, dict) or set(restore) != RESTORE_FIELDS:
+            raise GuestProtocolError("prepare: restore must be an object of exactly "
+                                     f"{', '.join(sorted(RESTORE_FIELDS))}")
+        if not isinstance(restore["backup_id"], str) or not restore["backup_id"]:
+            raise GuestProtocolError("prepare: restore.backup_id must be a non-empty string")
+        _check_target(restore["source"], "prepare: restore.source")
+        _check_backup_details(restore, "prepare: restore")
+
+
+def _check_target(target: Any, where: str) -> None:
+    if not isinstance(target, dict) or set(target) != BACKUP_TARGET_FIELDS:
+        raise GuestProtocolError(f"{where} must be an object of exactly {', '.join(sorted(BACKUP_TARGET_FIELDS))}")
+    if target["kind"] not in BACKUP_TARGET_KINDS:
+        raise GuestProtocolError(f"{where}.kind must be one of {', '.join(BACKUP_TARGET_KINDS)}")
+    if not isinstance(target["location"], str) or not target["location"]:
+        raise GuestProtocolError(f"{where}.location must be a non-empty string")
+    if target["kind"] == "url" and (not isinstance(target["url"], str) or not target["url"]):
+        raise GuestProtocolError(f"{where}.url must be the signed URL a url target needs")
+
+
+def _check_backup_details(details: dict[str, Any], where: str = "result: backup") -> None:
+    size, checksum = details.get("size"), details.get("checksum")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise GuestProtocolError(f"{where}: size must be a non-negative number of bytes")
+    if not isinstance(checksum, str) or not checksum.startswith("sha256:") or len(checksum) != 71:
+        raise GuestProtocolError(f"{where}: checksum must be sha256:<64 hex digits>")
 
 
 def parse_guest_message(raw: bytes | str, key_for: KeyFor) -> GuestMessage:
@@ -301,8 +351,13 @@ def parse_guest_message(raw: bytes | str, key_for: KeyFor) -> GuestMessage:
             raise GuestProtocolError("result: message must be a string")
         if not isinstance(traceback, list) or not all(isinstance(line, str) for line in traceback):
             raise GuestProtocolError("result: traceback must be a list of strings")
+        details = body.get("details", {})
+        if not isinstance(details, dict):
+            raise GuestProtocolError("result: details must be a JSON object")
+        if method == BACKUP and ok:
+            _check_backup_details(details)
         return Result(instance_id, method, _string(body, "request_id"), ok, _sent_at(body), message,
-                      tuple(traceback), body["version"])
+                      tuple(traceback), body["version"], details)
     if kind == FAULT:
         condition, active, message = body.get("condition"), body.get("active"), body.get("message")
         if condition != VOLUME_FULL:
