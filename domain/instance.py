@@ -18,6 +18,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.backup import BACKUP_CREATE
 from domain.datastore_objects import apply_change, new_objects
 from domain.errors import ActionNotAllowed, InvalidRequest
 from domain.statuses import (
@@ -87,6 +88,7 @@ class Instance(Aggregate):
                                                  "context": context}
         self.pending_change: dict[str, Any] = {}
         self.guest_faults: dict[str, str] = {}  # conditions the guest reports (its volume full), by name
+        self.last_backup: dict[str, Any] | None = None  # what the guest last stored (``record_backup_taken``)
         # The datastore's databases, users and root as its operations left them; the create's count once built.
         self.datastore_objects = new_objects()
         self.pending_change = {"objects": (CREATE, {"databases": list(databases), "users": initial_users(users)})}
@@ -163,7 +165,7 @@ class Instance(Aggregate):
 
     def _check_can_act(self) -> None:
         self._check_not_deleting()
-        refusal = action_refusal(self.task, self.server_status, self.service_status)
+        refusal = action_refusal(self.task, self.server_status, self.service_status, self.backup_running)
         if refusal is not None:
             status_type, status = refusal
             raise ActionNotAllowed(
@@ -232,6 +234,31 @@ class Instance(Aggregate):
     def _guest_change_requested(self, context: Context, operation: str, change: dict[str, Any]) -> None:
         self.operation = {"name": operation, "request_id": context["request_id"], "context": context}
         self.pending_change = {"objects": (operation, change)}
+
+    def back_up(self, context: Context, backup_id: str, name: str, description: str | None,
+                parent_id: str | None) -> None:
+        """Open the backup's operation: the instance shows BACKUP and refuses other actions until its guest
+        answers (``record_backup_taken`` then ``succeed``, or ``fail``)."""
+        self._check_can_act()
+        if self.operation is not None:
+            raise ActionNotAllowed(f"Instance {self.id} is busy with its {self.operation['name']} operation; "
+                                   f"try again when it has finished.")
+        self._backup_requested(context, BACKUP_CREATE, backup_id, name, description, parent_id)
+
+    @event("BackupRequested")
+    def _backup_requested(self, context: Context, operation: str, backup_id: str, name: str,
+                          description: str | None, parent_id: str | None) -> None:
+        self.operation = {"name": operation, "request_id": context["request_id"], "context": context,
+                          "backup_id": backup_id}
+
+    @event("BackupTaken")
+    def record_backup_taken(self, context: Context, backup_id: str, size: int, checksum: str) -> None:
+        """What the guest stored for the backup (bytes and ``sha256:<hex>`` of them), before it succeeds."""
+        self.last_backup = {"backup_id": backup_id, "size": size, "checksum": checksum}
+
+    @property
+    def backup_running(self) -> bool:
+        return self.operation is not None and self.operation["name"] == BACKUP_CREATE
 
     def rename(self, context: Context, name: str) -> None:
         """Synchronous: the operation opens and succeeds in one save, leaving any open operation alone."""
@@ -347,4 +374,5 @@ INSTANCE_EVENTS: tuple[type, ...] = (
     Instance.VolumeResized, Instance.FlavorResizeRequested, Instance.FlavorResized, Instance.Renamed,
     Instance.StatusReset, Instance.DeleteRequested, Instance.Deleted, Instance.OperationSucceeded,
     Instance.OperationFailed, Instance.GuestChangeRequested, Instance.GuestFaultReported, Instance.GuestFaultCleared,
+    Instance.BackupRequested, Instance.BackupTaken,
 )

@@ -250,6 +250,8 @@ _OPENING_INSTANCE_EVENTS: dict[str, Any] = {
     "DeleteRequested": lambda data: {},
     "Renamed": lambda data: {},
     "GuestChangeRequested": lambda data: notified_traits(data["operation"], data["change"]),
+    "BackupRequested": lambda data: {"backup_id": data["backup_id"], "name": data["name"],
+                                     "description": data["description"], "parent_id": data["parent_id"]},
 }
 
 

@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from domain import faults
+from domain.backup import BACKUP_CREATE
 from domain.catalog import domain_catalog
 from domain.instance import DELETE, INSTANCE_EVENTS, Instance
 from domain.public_events import EventCatalog, PublicEvent
@@ -155,7 +156,7 @@ class InstanceView:
         if kind in _OPENING_TASKS:
             return {"task_status": _OPENING_TASKS[kind].name, "operation": data["operation"],
                     "operation_request_id": event.request_id}
-        if kind == "GuestChangeRequested":  # an operation of the instance that leaves its task alone
+        if kind in ("GuestChangeRequested", "BackupRequested"):  # operations that leave the task alone
             return {"operation": data["operation"], "operation_request_id": event.request_id}
         if kind == "VolumeResized":
             return {"volume_size": data["volume_size"]}
@@ -291,7 +292,7 @@ class InstanceViewQueries:
         expired = last_seen is None or self._clock() - last_seen > self._expiry
         return InstanceRecord(
             id=row["id"], tenant_id=row["tenant_id"], name=row["name"],
-            status=visible_status(task, server_status),
+            status=visible_status(task, server_status, backup_running=row["operation"] == BACKUP_CREATE),
             operating_status=operating_status(task, server_status, service, expired),
             task_status=task, server_status=server_status, service_status=service,
             service_status_updated=updated, flavor=json_value(row["flavor"]), volume_size=row["volume_size"],
@@ -314,7 +315,7 @@ def record_from_aggregate(instance: Instance, events: Iterable[PublicEvent] = ()
     updated = instance.modified_on.isoformat()
     return InstanceRecord(
         id=str(instance.id), tenant_id=instance.tenant_id, name=instance.name,
-        status=visible_status(instance.task, instance.server_status),
+        status=visible_status(instance.task, instance.server_status, backup_running=instance.backup_running),
         operating_status=operating_status(instance.task, instance.server_status, instance.service_status),
         task_status=instance.task, server_status=instance.server_status, service_status=instance.service_status,
         service_status_updated=None, flavor=dict(instance.flavor), volume_size=instance.volume_size,
