@@ -22,7 +22,7 @@ from domain.usage_audit import EXISTS, QUOTA
 from projections.base import Projection
 from projections.notifier import Notifier
 from services.application import TroveApplication
-from services.ports import ComputeDriver
+from services.ports import BackupStorage, ComputeDriver
 from services.task_manager import local_ip
 from services.usage_audit import UsageAuditor
 
@@ -92,6 +92,20 @@ def _openstack_compute(settings: Settings) -> ComputeDriver:
                                        security_group_cidrs=settings.os_security_group_cidrs,
                                        volume_type=settings.os_volume_type or None,
                                        volume_wait_s=settings.os_volume_wait_s)
+
+
+def backup_storage(settings: Settings) -> BackupStorage:
+    """Where backups are kept, as the settings choose: this host's data directory, or a Swift container."""
+    if settings.backup_storage == "swift":
+        from adapters.backup_storage.swift import SwiftBackupStorage
+
+        return SwiftBackupStorage.from_cloud(settings.os_cloud or None, settings.os_region or None,
+                                             container=settings.swift_container,
+                                             temp_url_key=settings.swift_temp_url_key,
+                                             temp_url_lifetime_s=settings.swift_temp_url_ttl_s)
+    from adapters.backup_storage.local import LocalBackupStorage
+
+    return LocalBackupStorage(settings.data_dir / "backups")
 
 
 def event_store_engine(settings: Settings) -> Engine:

@@ -109,7 +109,7 @@ def _instance_service(settings: Settings) -> Any:
 
 
 def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
-    from adapters.bootstrap import compute_driver, secret_drop, task_manager_engine, usage_auditor
+    from adapters.bootstrap import backup_storage, compute_driver, secret_drop, task_manager_engine, usage_auditor
     from adapters.compute.guest_channel import KafkaGuestChannel
     from adapters.kafka.lease import lease_for
     from adapters.secret_files import guest_secret
@@ -131,7 +131,8 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
     manager = TaskManager(instances=instances, compute=compute, guests=guests, work=work,
                           usage_timeout_s=settings.usage_timeout_s,
                           lease=lease_for(engine, settings.task_manager_url, settings.group_id("task-manager")),
-                          auditor=usage_auditor(settings, instances), secrets=secret_drop(settings))
+                          auditor=usage_auditor(settings, instances), secrets=secret_drop(settings),
+                          backups=backup_storage(settings))
     runner = _process_runner(settings, manager, settings.topics.events, settings.events_partitions,
                              domain_catalog().decode, engine)
     _stop_on_signals(lambda: (runner.stop(), manager.stop()))

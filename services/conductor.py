@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain import guest_protocol as protocol
+from domain.backup import BACKUP_CREATE
 from domain.context import OperationContext
 from domain.datastore_objects import GUEST_OPERATIONS
 from domain.errors import NotFound
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 # The operation each command serves: a result may close that operation and no other.
 _OPERATION_OF = {protocol.PREPARE: CREATE, protocol.RESTART: RESTART, protocol.RESIZE_VOLUME: RESIZE_VOLUME,
-                 protocol.RESIZE_FLAVOR: RESIZE_FLAVOR,
+                 protocol.RESIZE_FLAVOR: RESIZE_FLAVOR, protocol.BACKUP: BACKUP_CREATE,
                  # A change to databases, users or root is carried by the command of its operation's name.
                  **{operation: operation for operation in GUEST_OPERATIONS}}
 
@@ -173,6 +174,9 @@ class Conductor:
             if result.ok:
                 if result.method == protocol.PREPARE:
                     return False
+                if result.method == protocol.BACKUP:
+                    instance.record_backup_taken(context, instance.operation["backup_id"], result.details["size"],
+                                                 result.details["checksum"])
                 instance.succeed(context)
             else:
                 task = "BUILDING_ERROR_SERVER" if result.method == protocol.PREPARE else "NONE"

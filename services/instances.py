@@ -23,11 +23,12 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from domain import datastore_objects as objects
+from domain.backup import Backup, validate_backup_name, validate_description
 from domain.context import OperationContext
 from domain.errors import InvalidRequest, NotFound
 from domain.instance import CREATE, Instance, initial_users, validate_name
 from domain.public_events import PublicEvent, to_public_event
-from domain.quota import INSTANCES, VOLUMES, Quota, quota_id
+from domain.quota import BACKUPS, INSTANCES, VOLUMES, Quota, quota_id
 from domain.statuses import ServiceStatus
 from services.application import TroveApplication
 from services.catalog import CatalogService
@@ -191,6 +192,78 @@ class InstanceService(TroveApplication):
 
     def delete(self, context: OperationContext, instance_id: UUID | str, *, admin: bool = False) -> int:
         return self._command(context, instance_id, admin, lambda i: i.delete(context.recorded()))
+
+    # Backups ----------------------------------------------------------------------------------------
+
+    def create_backup(self, context: OperationContext, instance_id: UUID | str, name: Any,
+                      description: Any = None, parent_id: str | None = None) -> tuple[Backup, int]:
+        """Accept a backup of the instance: the Backup (NEW), the instance's backup operation and the backup
+        quota's reservation are saved together. Returns the backup and the instance's version after the write."""
+        name = validate_backup_name(name)
+        description = validate_description(description)
+        if parent_id is not None:
+            parent = self.get_backup(parent_id, context)
+            if str(parent.instance_id) != str(instance_id):
+                raise InvalidRequest(f"Backup {parent_id} is not a backup of instance {instance_id}.")
+            raise InvalidRequest("Incremental backups are not supported by this deployment's datastores; "
+                                 "create a full backup (no parent_id).")
+
+        def attempt() -> tuple[Backup, int]:
+            instance = self.get(instance_id, context)
+            backup = Backup(context=context.recorded(), tenant_id=instance.tenant_id, instance_id=str(instance.id),
+                            name=name, description=description, parent_id=parent_id,
+                            datastore=instance.datastore, datastore_version=instance.datastore_version,
+                            datastore_version_id=instance.datastore_version_id,
+                            datastore_manager=instance.datastore_manager, volume_size=instance.volume_size)
+            instance.back_up(context.recorded(), str(backup.id), name, description, parent_id)
+            quota = self.quota(instance.tenant_id) or Quota(tenant_id=instance.tenant_id)
+            quota.reserve(context.recorded(), str(instance.id), {BACKUPS: 1}, self.quota_defaults)
+            self.save(instance, backup, quota)
+            return backup, instance.version
+
+        with self._quota_writes(context.tenant_id):
+            return retrying(attempt)
+
+    def get_backup(self, backup_id: UUID | str, context: OperationContext | None = None, *,
+                   admin: bool = False) -> Backup:
+        """The backup, or ``NotFound`` when it does not exist, is deleted, or belongs to another tenant."""
+        try:
+            backup: Backup = self._load(_uuid(backup_id), copy=True)
+        except (AggregateNotFoundError, ValueError):
+            raise NotFound(f"Backup {backup_id} could not be found.") from None
+        if not isinstance(backup, Backup) or (context is not None and (
+                backup.deleted or (not admin and backup.tenant_id != context.tenant_id))):
+            raise NotFound(f"Backup {backup_id} could not be found.")
+        return backup
+
+    def delete_backup(self, context: OperationContext, backup_id: UUID | str, *, admin: bool = False) -> None:
+        def attempt() -> None:
+            backup = self.get_backup(backup_id, context, admin=admin)
+            backup.request_delete(context.recorded())
+            self.save(backup)
+
+        retrying(attempt)
+
+    def record_backup(self, backup_id: UUID | str, change: Callable[[Backup], Any]) -> Any:
+        """Apply ``change`` to the backup and save (the task manager's record of what storage holds)."""
+        def attempt() -> Any:
+            backup = self.get_backup(backup_id)
+            result = change(backup)
+            if backup.pending_events:
+                self.save(backup)
+            return result
+
+        return retrying(attempt)
+
+    def release_backup_quota(self, context: OperationContext, backup: Backup) -> None:
+        def attempt() -> None:
+            quota = self.quota(backup.tenant_id)
+            if quota is not None:
+                quota.release_usage(context.recorded(), backup.instance_id, {BACKUPS: 1})
+                self.save(quota)
+
+        with self._quota_writes(backup.tenant_id):
+            retrying(attempt)
 
     def set_quota_limits(self, context: OperationContext, tenant_id: str, limits: dict[str, int]) -> Quota:
         def attempt() -> Quota:

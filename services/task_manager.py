@@ -35,7 +35,9 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
+from domain import backup as backups
 from domain import guest_protocol as protocol
+from domain.backup import BACKUP_CREATE, Backup
 from domain.catalog import domain_catalog
 from domain.context import OperationContext
 from domain.datastore_objects import WITH_PASSWORDS, user_key
@@ -54,6 +56,8 @@ from domain.statuses import (
 )
 from services.instances import InstanceService
 from services.ports import (
+    BackupStorage,
+    BackupStorageError,
     ComputeDriver,
     ComputeError,
     GuestChannel,
@@ -71,10 +75,13 @@ log = logging.getLogger(__name__)
 SETTLE, REFRESH = "settle", "refresh"
 AWAIT_HEALTHY, AWAIT_CLOSE, CLOSED = "await_healthy", "await_close", "closed"
 GUEST = "guest"  # the kind of a change to the datastore's databases, users or root
+BACKUP, BACKUP_REMOVAL = "backup", "backup_delete"
 _REQUESTS = {"CreateRequested": ("create", "create_server"), "RestartRequested": ("restart", "send"),
              "VolumeResizeRequested": ("resize_volume", "compute"),
              "FlavorResizeRequested": ("resize_flavor", "compute"), "DeleteRequested": ("delete", "stop_guest"),
-             "GuestChangeRequested": (GUEST, "send")}
+             "GuestChangeRequested": (GUEST, "send"), "BackupRequested": (BACKUP, "send")}
+# A backup's own delete: its work item is keyed by the backup's id (it outlives its instance).
+_BACKUP_DELETES = frozenset({"BackupDeleteRequested"})
 _CLOSES = frozenset({"OperationSucceeded", "OperationFailed"})
 _SERVER_IN_TRANSITION = frozenset({SERVER_BUILD, SERVER_REBOOT, SERVER_RESIZE, SERVER_VERIFY_RESIZE})
 _MAX_CHAIN = 12  # steps one worker runs back to back before giving others a turn
@@ -98,14 +105,16 @@ class Outcome:
 class TaskManager:
     name = "task-manager"
     # What ``apply`` acts on; the consumer runner skips the rest of the stream unread.
-    handles = frozenset({*_REQUESTS, "StatusReset", "ServiceStatusChanged", *_CLOSES})
+    handles = frozenset({*_REQUESTS, "StatusReset", "ServiceStatusChanged", *_CLOSES, *_BACKUP_DELETES})
 
     def __init__(self, *, instances: InstanceService, compute: ComputeDriver, guests: GuestChannel, work: WorkItems,
                  usage_timeout_s: float, operation_timeout_s: float | None = None, lease: Lease | None = None,
                  workers: int = 8, poll_s: float = 0.05, compute_poll_s: float = 0.1, recheck_s: float = 5.0,
                  server_ip: str | None = None, clock: Callable[[], float] = time.time,
-                 auditor: UsageAuditor | None = None, secrets: SecretDrop | None = None) -> None:
+                 auditor: UsageAuditor | None = None, secrets: SecretDrop | None = None,
+                 backups: BackupStorage | None = None) -> None:
         self.instances = instances
+        self._backups = backups  # where guests stream backups to; without one, a backup fails at once
         self._secrets = secrets  # a create's users' passwords, sealed for its guest by the API
         self._auditor = auditor  # ends the periodic notifications' audit periods, while this one drives
         self.compute = compute
@@ -136,6 +145,8 @@ class TaskManager:
             ("resize_flavor", "compute"): self._resize_flavor, ("resize_flavor", "wait_compute"): self._flavor_resized,
             ("resize_flavor", "send"): self._send_guest_command, ("resize_flavor", AWAIT_CLOSE): self._await_close,
             (GUEST, "send"): self._send_guest_change, (GUEST, AWAIT_CLOSE): self._await_close,
+            (BACKUP, "send"): self._send_backup, (BACKUP, AWAIT_CLOSE): self._await_close,
+            (BACKUP_REMOVAL, BACKUP_REMOVAL): self._remove_backup,
             ("delete", "stop_guest"): self._stop_guest, ("delete", "delete_server"): self._delete_server,
             ("delete", "wait_gone"): self._wait_gone, ("delete", "remove_topic"): self._remove_topic,
             ("delete", "record"): self._record_deleted, (SETTLE, SETTLE): self._settle,
@@ -146,9 +157,14 @@ class TaskManager:
 
     def apply(self, event: PublicEvent, transaction: Any) -> None:
         """Take ``event`` in the consumer runner's ``transaction``, handed to the work items untouched."""
+        now = self._clock()
+        if event.aggregate_type == "Backup" and event.type in _BACKUP_DELETES:
+            self._add(transaction, event.aggregate_id, event.request_id or "", BACKUP_REMOVAL,
+                      event.data["operation"], BACKUP_REMOVAL, _context_of(event), {}, None, now)
+            self._work.after_commit(transaction, self._wake.set)
+            return
         if event.aggregate_type != "Instance":
             return
-        now = self._clock()
         log.debug("event %s of %s v%d", event.type, event.aggregate_id, event.version)
         if event.type in _REQUESTS:
             kind, step = _REQUESTS[event.type]
@@ -176,8 +192,9 @@ class TaskManager:
     def _operation_closed(self, event: PublicEvent, transaction: Any, now: float) -> None:
         operation, request_id = event.data["operation"], event.data["request_id"]
         detail = self._work.remove_operation(transaction, event.aggregate_id, request_id, (SETTLE, REFRESH)) or {}
-        if operation in (CREATE, RESIZE_VOLUME) or operation in WITH_PASSWORDS:
-            detail.update(operation=operation, succeeded=event.type == "OperationSucceeded")
+        if operation in (CREATE, RESIZE_VOLUME, BACKUP_CREATE) or operation in WITH_PASSWORDS:
+            detail.update(operation=operation, succeeded=event.type == "OperationSucceeded",
+                          message=event.data.get("message") or "")
             self._add(transaction, event.aggregate_id, request_id, SETTLE, operation, SETTLE, _context_of(event),
                       detail, None, now)
 
@@ -503,6 +520,75 @@ class TaskManager:
             self._images[datastore_version_id] = image
         return self._images[datastore_version_id]
 
+    # Backups ---------------------------------------------------------------------------------------------
+
+    def _send_backup(self, item: WorkItem) -> Outcome:
+        """Hand the guest where to stream the backup; its result reaches the conductor, which closes it."""
+        instance = self._open_instance(item)
+        if instance is None:
+            return self._park(item)
+        backup_id = item.detail["backup_id"]
+        if self._backups is None:
+            self._fail(item, "This deployment has no backup storage configured (TROVE_ES_BACKUP_STORAGE).", "NONE")
+            return self._park(item)
+        target = self._backups.upload_target(instance.tenant_id, backup_id)
+        context = self._context(item)
+
+        def started(backup: Backup) -> None:
+            if backup.status == backups.NEW:
+                backup.record_started(context, target.location)
+
+        self.instances.record_backup(backup_id, started)
+        self.guests.ensure(item.instance_id)
+        self.guests.send(protocol.command(protocol.BACKUP, item.instance_id, item.request_id, self._clock(),
+                                          backup_id=backup_id, target={"kind": target.kind,
+                                                                       "location": target.location,
+                                                                       "url": target.url}))
+        return Outcome(AWAIT_CLOSE, item.deadline)
+
+    def _finish_backup(self, item: WorkItem, context: OperationContext) -> bool:
+        """Record on the Backup what its operation came to; True when it was stored whole (the quota is kept)."""
+        backup_id, detail = item.detail.get("backup_id"), item.detail
+        if not backup_id:
+            return False
+        recorded = context.recorded()
+        backup = self.instances.get_backup(backup_id)
+        taken = None
+        if detail["succeeded"]:
+            instance = self.instances.get(item.instance_id, to_change=False)
+            taken = instance.last_backup if (instance.last_backup or {}).get("backup_id") == backup_id else None
+        stored = self._backups.stat(backup.location) if taken and self._backups and backup.location else None
+        if taken and stored is not None and stored.size == taken["size"]:
+            self.instances.record_backup(backup_id, lambda b: b.complete(recorded, taken["size"], taken["checksum"]))
+            return True
+        if taken:
+            message = (f"The guest reported {taken['size']} bytes stored but the backup storage holds "
+                       f"{'nothing' if stored is None else f'{stored.size} bytes'} at the backup's location.")
+        else:
+            message = detail.get("message") or "The backup was not taken."
+        self.instances.record_backup(backup_id, lambda b: b.fail(recorded, message))
+        if self._backups is not None and backup.location:
+            self._backups.delete(backup.location)  # what a failed backup left behind is of no use
+        return False
+
+    def _remove_backup(self, item: WorkItem) -> Outcome:
+        backup = self.instances.get_backup(item.instance_id)
+        context = OperationContext.from_recorded(item.context).carried_by("taskmanager", self.server_ip)
+        recorded = context.recorded()
+        if backup.deleted or not backup.deleting:
+            return Outcome(BACKUP_REMOVAL, None, done=True)
+        try:
+            if backup.location and self._backups is not None:
+                self._backups.delete(backup.location)
+        except BackupStorageError as exc:
+            reason = str(exc)
+            self.instances.record_backup(backup.id, lambda b: b.record_delete_failed(recorded, reason))
+            return Outcome(BACKUP_REMOVAL, None, done=True)
+        self.instances.record_backup(backup.id, lambda b: b.record_deleted(recorded) if not b.deleted else None)
+        if backup.status == backups.COMPLETED:
+            self.instances.release_backup_quota(context, backup)
+        return Outcome(BACKUP_REMOVAL, None, done=True)
+
     # Guest operations: restart, and the guest half of resizes ------------------------------------------
 
     def _send_guest_command(self, item: WorkItem) -> Outcome:
@@ -708,6 +794,10 @@ class TaskManager:
                 self._secrets.discard(item.instance_id, item.request_id)
             return Outcome(SETTLE, None, done=True)
         context = OperationContext.from_recorded(item.context).carried_by("taskmanager", self.server_ip)
+        if detail["operation"] == BACKUP_CREATE:
+            commit = self._finish_backup(item, context)
+            self.instances.settle_quota(context, context.tenant_id, item.request_id, commit=commit)
+            return Outcome(SETTLE, None, done=True)
         commit = True
         if detail["operation"] == RESIZE_VOLUME and not detail["succeeded"]:
             # Keep the reservation only if the volume did grow before the failure.
@@ -740,4 +830,6 @@ def _detail_of(event: PublicEvent) -> dict[str, Any]:
         return {"old_flavor": data["old_flavor"], "new_flavor": data["new_flavor"]}
     if event.type == "GuestChangeRequested":
         return {"change": data["change"]}
+    if event.type == "BackupRequested":
+        return {"backup_id": data["backup_id"]}
     return {}
