@@ -66,6 +66,7 @@ class Instance(Aggregate):
                  availability_zone: str | None, region: str, databases: list[str], users: list[Any],
                  image_id: str | None, datastore_manager: str | None) -> None:
         self.name = name
+        self.restore_backup_id: str | None = None  # the backup the guest builds the datastore from
         # The datastore version's, as accepted: Trove's create notification names the image, and its
         # usage notifications identify the datastore by its manager's service id.
         self.image_id = image_id
@@ -92,6 +93,11 @@ class Instance(Aggregate):
         # The datastore's databases, users and root as its operations left them; the create's count once built.
         self.datastore_objects = new_objects()
         self.pending_change = {"objects": (CREATE, {"databases": list(databases), "users": initial_users(users)})}
+
+    @event("RestorePointChosen")
+    def restore_from(self, context: Context, backup_id: str) -> None:
+        """Build the datastore from this backup (``restorePoint``), saved with the create."""
+        self.restore_backup_id = backup_id
 
     # Provisioning, recorded by the task manager -----------------------------------------------
 
@@ -374,5 +380,5 @@ INSTANCE_EVENTS: tuple[type, ...] = (
     Instance.VolumeResized, Instance.FlavorResizeRequested, Instance.FlavorResized, Instance.Renamed,
     Instance.StatusReset, Instance.DeleteRequested, Instance.Deleted, Instance.OperationSucceeded,
     Instance.OperationFailed, Instance.GuestChangeRequested, Instance.GuestFaultReported, Instance.GuestFaultCleared,
-    Instance.BackupRequested, Instance.BackupTaken,
+    Instance.BackupRequested, Instance.BackupTaken, Instance.RestorePointChosen,
 )

@@ -66,6 +66,7 @@ class CreateInstance:
     users: list[dict[str, Any]] = field(default_factory=list)  # name, host, databases: never a password
     # User name → password: only ever sealed into the secret drop, never in an event.
     passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    restore_backup_id: str | None = None  # ``restorePoint.backupRef``: build from this backup
 
 
 class InstanceService(TroveApplication):
@@ -140,6 +141,8 @@ class InstanceService(TroveApplication):
         flavor = self.catalog.flavor(request.flavor_ref)
         version = self.catalog.datastore_version(request.datastore, request.datastore_version)
         databases, users = _initial_objects(request, version.manager, version.datastore)
+        if request.restore_backup_id is not None:
+            self._check_restorable(context, request, version.manager)
 
         def attempt() -> tuple[Instance, int]:
             instance = Instance(
@@ -149,6 +152,8 @@ class InstanceService(TroveApplication):
                 availability_zone=request.availability_zone, region=self.region,
                 databases=databases, users=users, image_id=version.image_id,
                 datastore_manager=version.manager)
+            if request.restore_backup_id is not None:
+                instance.restore_from(context.recorded(), request.restore_backup_id)
             quota = self.quota(context.tenant_id) or Quota(tenant_id=context.tenant_id)
             deltas = {INSTANCES: 1, VOLUMES: request.volume_size or 0}
             quota.reserve(context.recorded(), str(instance.id), deltas, self.quota_defaults)
@@ -161,6 +166,18 @@ class InstanceService(TroveApplication):
 
         with self._quota_writes(context.tenant_id):
             return retrying(attempt)
+
+    def _check_restorable(self, context: OperationContext, request: CreateInstance, manager: str | None) -> None:
+        """As Trove: the backup must be the caller's, COMPLETED, of the same datastore, and fit the volume."""
+        backup = self.get_backup(str(request.restore_backup_id), context)
+        if not backup.restorable:
+            raise InvalidRequest(f"Backup {backup.id} cannot be restored: it is {backup.status}"
+                                 f"{' and being deleted' if backup.deleting else ''}.")
+        if (backup.datastore_manager or backup.datastore) != (manager or backup.datastore):
+            raise InvalidRequest(f"Backup {backup.id} is of datastore {backup.datastore} {backup.datastore_version}; "
+                                 "restore it into an instance of the same datastore.")
+        if backup.volume_size and (request.volume_size or 0) < backup.volume_size:
+            raise InvalidRequest(f"Backup {backup.id} needs a volume of at least {backup.volume_size} GB.")
 
     def restart(self, context: OperationContext, instance_id: UUID | str, *, admin: bool = False) -> int:
         return self._command(context, instance_id, admin, lambda i: i.restart(context.recorded()))

@@ -478,14 +478,31 @@ class TaskManager:
             return self._park(item)
         users = initial_users(item.detail.get("users"))
         passwords = self._secrets.sealed(item.instance_id, item.request_id) if self._secrets and users else {}
+        restore = self._restore_of(instance)
         self.guests.send(protocol.prepare(
             item.instance_id, item.request_id, self._clock(), datastore=instance.datastore,
             datastore_version=instance.datastore_version, databases=item.detail.get("databases", []),
             users=users, volume_size=instance.volume_size,
             passwords={key: passwords[key] for key in (user_key(u["name"], u["host"]) for u in users)
                        if key in passwords},
-            manager=instance.datastore_manager))
+            manager=instance.datastore_manager, restore=restore))
         return self._awaiting_healthy(item)
+
+    def _restore_of(self, instance: Instance) -> dict[str, Any] | None:
+        """What a guest needs to build from the instance's backup: where to read it and what it must be.
+
+        A backup deleted or gone since the create was accepted still goes to the guest as it was
+        recorded: the guest finds it missing and the build fails with that fault, not silently empty.
+        """
+        if not instance.restore_backup_id:
+            return None
+        backup = self.instances.get_backup(instance.restore_backup_id)
+        if self._backups is None or backup.location is None or backup.checksum is None:
+            raise NotFound(f"Backup {backup.id} has nothing stored to restore.")
+        source = self._backups.download_target(backup.location)
+        return {"backup_id": str(backup.id), "size": backup.size,
+                "checksum": backup.checksum,
+                "source": {"kind": source.kind, "location": source.location, "url": source.url}}
 
     def _awaiting_healthy(self, item: WorkItem) -> Outcome:
         # The guest's status ends the build where it is recorded; this step wakes for what that misses
