@@ -11,14 +11,17 @@ service account (``postgres``, ``mysql``) when the agent is root, and as the age
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+import re
 import secrets
 import subprocess
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from domain.statuses import ServiceStatus
 
@@ -135,6 +138,18 @@ class DatastoreManager(Protocol):
 
     def is_root_enabled(self) -> bool: ...
 
+    # Backups: logical, of the users' data (their databases, and the users with their passwords and access),
+    # never of the datastore's own accounts; the guest compresses, stores and verifies the bytes.
+
+    def backup(self, out: BinaryIO) -> None:
+        """Write a full logical backup to ``out`` as the dump tool produces it, streamed."""
+        ...
+
+    def restore(self, dump: BinaryIO | Path) -> None:
+        """Load a ``backup`` into this running, freshly prepared server: what prepare made is replaced by the
+        backup's own databases and users of the same names."""
+        ...
+
 
 def service_account(name: str) -> pwd.struct_passwd | None:
     """The OS account a database server runs as: ``name``'s when this process is root, None otherwise."""
@@ -161,6 +176,82 @@ def run(command: Sequence[str | os.PathLike[str]], account: pwd.struct_passwd | 
         detail = (done.stderr or done.stdout).strip().splitlines()
         raise DatastoreError(f"{what} failed (exit {done.returncode}): {detail[-1] if detail else 'no output'}")
     return done.stdout
+
+
+TOOL_CHUNK = 1024 * 1024
+
+
+def dump_to(command: Sequence[str | os.PathLike[str]], out: BinaryIO, *, env: Mapping[str, str], what: str,
+            secrets: Sequence[str] = ()) -> None:
+    """Run a dump tool and copy its output into ``out`` as it comes; a failure is a ``DatastoreError`` with
+    the tool's own error (``secrets`` blanked out)."""
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty stderr cannot stall the dump
+        try:
+            process = subprocess.Popen([os.fspath(part) for part in command], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=errors, env=dict(env))
+        except FileNotFoundError as exc:
+            raise DatastoreError(f"{what}: {exc.filename} is not installed on this host") from None
+        assert process.stdout is not None
+        try:
+            while chunk := process.stdout.read(TOOL_CHUNK):
+                out.write(chunk)
+        except BaseException:
+            process.kill()  # the backup cannot be stored: no point dumping the rest
+            raise
+        finally:
+            process.stdout.close()
+            status = process.wait()
+        if status != 0:
+            raise DatastoreError(f"{what} failed (exit {status}): {_tool_error(errors, secrets)}")
+
+
+def load_from(command: Sequence[str | os.PathLike[str]], dump: BinaryIO | Path, *, env: Mapping[str, str],
+              what: str, secrets: Sequence[str] = ()) -> None:
+    """Run a client that reads SQL from its input and feed it ``dump``; a failure is a ``DatastoreError``
+    with the client's own error (``secrets`` blanked out)."""
+    with tempfile.TemporaryFile() as errors, _readable(dump) as source:
+        try:
+            process = subprocess.Popen([os.fspath(part) for part in command], stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL, stderr=errors, env=dict(env))
+        except FileNotFoundError as exc:
+            raise DatastoreError(f"{what}: {exc.filename} is not installed on this host") from None
+        assert process.stdin is not None
+        try:
+            while chunk := source.read(TOOL_CHUNK):
+                process.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # the client stopped at an error: its exit status and its error say which
+        except BaseException:
+            process.kill()
+            raise
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+            status = process.wait()
+        if status != 0:
+            raise DatastoreError(f"{what} failed (exit {status}): {_tool_error(errors, secrets)}")
+
+
+@contextlib.contextmanager
+def _readable(dump: BinaryIO | Path) -> Iterator[BinaryIO]:
+    if isinstance(dump, Path):
+        with open(dump, "rb") as handle:
+            yield handle
+    else:
+        yield dump
+
+
+def _tool_error(errors: BinaryIO, secrets: Sequence[str]) -> str:
+    """The tool's first error line, without the statement text an SQL error quotes (``near '...'``), which
+    can hold a password hash."""
+    errors.seek(0)
+    lines = [line.strip() for line in errors.read().decode(errors="replace").splitlines() if line.strip()]
+    found = next((line for line in lines if re.search(r"error", line, re.IGNORECASE)), lines[-1] if lines else "")
+    found = re.split(r" (?:at or )?near ", found, maxsplit=1)[0]
+    for secret in secrets:
+        if secret:
+            found = found.replace(secret, "***")
+    return found[:300] or "no output"
 
 
 def spawn(command: Sequence[str | os.PathLike[str]], account: pwd.struct_passwd | None,

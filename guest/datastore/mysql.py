@@ -57,7 +57,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pymysql
 from pymysql.connections import Connection
@@ -69,7 +69,9 @@ from guest.datastore.base import (
     NewUser,
     UserInfo,
     directory_size,
+    dump_to,
     generate_password,
+    load_from,
     own,
     private_file,
     run,
@@ -81,6 +83,8 @@ log = logging.getLogger(__name__)
 
 MARIADBD = Path("/usr/sbin/mariadbd")
 INSTALL_DB = Path("/usr/bin/mariadb-install-db")
+MARIADB_DUMP = Path("/usr/bin/mariadb-dump")
+MARIADB_CLIENT = Path("/usr/bin/mariadb")
 
 ADMIN_USER = "os_admin"
 ADMIN_HOSTS = ("localhost", "127.0.0.1")
@@ -372,6 +376,66 @@ class MySQLManager:
     def is_root_enabled(self) -> bool:
         with self._admin() as connection, _sql_errors("checking root"):
             return _user_exists(connection, "root", ROOT_HOST)
+
+    # -- backups -------------------------------------------------------------------------------------
+
+    def backup(self, out: BinaryIO) -> None:
+        """``mariadb-dump --single-transaction`` of the users' databases (one consistent snapshot of InnoDB
+        tables, without locking users out), then the users with their password hashes and grants. The
+        server's own accounts (root, the admin, mariadb.sys) are left out: a restored instance keeps its own."""
+        databases = self.list_databases()
+        with self._admin() as connection, _sql_errors("listing the users to back up"):
+            users = self._users_script(connection)
+        out.write(b"-- trove-es backup of a MariaDB instance: a mariadb-dump of the users' databases, then the "
+                  b"users.\n")
+        if databases:
+            with self._tool_login() as options:
+                dump_to([MARIADB_DUMP, f"--defaults-file={options}", "--single-transaction", "--routines",
+                         "--events", "--triggers", "--hex-blob", "--skip-dump-date",
+                         f"--default-character-set={DEFAULT_CHARACTER_SET}", "--databases", "--", *databases],
+                        out, env=_tool_environment(), what="mariadb-dump", secrets=self._secrets())
+        out.write(users.encode())
+
+    def restore(self, dump: BinaryIO | Path) -> None:
+        """The client stops at the first error. Databases that exist (prepare's, still empty) are kept and
+        filled, each table made again; users that exist are replaced by the backup's."""
+        with self._tool_login() as options:
+            load_from([MARIADB_CLIENT, f"--defaults-file={options}", "--binary-mode", "--batch"], dump,
+                      env=_tool_environment(), what="restoring the backup with the mariadb client",
+                      secrets=self._secrets())
+
+    def _users_script(self, connection: Connection) -> str:
+        lines = []
+        for user, host in _query(connection, "SELECT User, Host FROM mysql.user WHERE is_role = 'N' "
+                                             "ORDER BY User, Host"):
+            if not user or user.lower() in self._reserved_users:
+                continue
+            ((create,),) = _query(connection, "SHOW CREATE USER %s@%s", (user, host))
+            if not create.startswith("CREATE USER "):
+                raise DatastoreError(f"cannot back up the user {user}@{host}: the server described it unexpectedly")
+            lines.append("CREATE OR REPLACE USER " + create[len("CREATE USER "):] + ";")
+            lines += [grant + ";" for (grant,) in _query(connection, "SHOW GRANTS FOR %s@%s", (user, host))]
+        return "".join(line + "\n" for line in lines)
+
+    @contextmanager
+    def _tool_login(self) -> Iterator[Path]:
+        """An option file (0600, the agent's) with the admin's login for the client tools, for as long as they
+        run: never a password on their command line, which any local user can read."""
+        credentials = self._read_admin()
+        if credentials is None:
+            raise DatastoreError("the MySQL server has no admin credentials yet; prepare the instance first")
+        password = credentials["password"].replace("\\", "\\\\").replace('"', '\\"')
+        options = private_file(self.layout.run_dir / "tools.cnf",
+                               f'[client]\nuser = {ADMIN_USER}\npassword = "{password}"\nhost = 127.0.0.1\n'
+                               f"port = {self.layout.port}\nprotocol = TCP\n")
+        try:
+            yield options
+        finally:
+            options.unlink(missing_ok=True)
+
+    def _secrets(self) -> list[str]:
+        credentials = self._read_admin()
+        return [credentials["password"]] if credentials else []
 
     # -- preparing -----------------------------------------------------------------------------------
 
@@ -740,6 +804,11 @@ def _sql_errors(what: str, *secrets: str) -> Iterator[None]:
 
 
 # -- files -------------------------------------------------------------------------------------------
+
+def _tool_environment() -> dict[str, str]:
+    """Only what the client tools need: nothing of the agent's environment (MYSQL_HOST…) redirects them."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+
 
 def _socket_path(run_dir: Path) -> Path:
     preferred = run_dir / "mysqld.sock"

@@ -23,10 +23,11 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from domain.statuses import ServiceStatus
 from guest.datastore.base import (
@@ -35,7 +36,9 @@ from guest.datastore.base import (
     NewUser,
     UserInfo,
     directory_size,
+    dump_to,
     generate_password,
+    load_from,
     own,
     private_file,
     run,
@@ -395,6 +398,72 @@ class PostgreSQLManager:
             row = connection.execute("SELECT rolcanlogin AND rolpassword IS NOT NULL FROM pg_authid "
                                      "WHERE rolname = %s", (ROOT_USER,)).fetchone()
         return bool(row and row[0])
+
+    # ------------------------------------------------------------------------------------------ backups
+
+    def backup(self, out: BinaryIO) -> None:
+        """One psql script: the users' roles with their SCRAM verifiers (so their passwords work after a
+        restore), then ``pg_dump --create --clean`` of each user database, each in a snapshot of its own.
+        The admin and ``postgres`` are left out: a restored instance keeps its own."""
+        bin_dir = self._bin_dir()
+        with self._admin() as connection:
+            roles = self._roles_script(connection)
+            databases = sorted(name for name in self._connectable_databases(connection)
+                               if name not in RESERVED_DATABASES)
+        out.write(roles.encode())
+        with self._tool_login() as env:
+            for database in databases:
+                dump_to([bin_dir / "pg_dump", "--create", "--clean", "--if-exists", "--no-password",
+                         f"--dbname={self._conninfo(database)}"], out, env=env, what=f"pg_dump of database {database}",
+                        secrets=[self._admin_password()])
+
+    def restore(self, dump: BinaryIO | Path) -> None:
+        """The script stops at its first error. Roles that exist are altered, not created again; databases
+        that exist (prepare's, still empty) are dropped and made again as the backup has them."""
+        bin_dir = self._bin_dir()
+        with self._tool_login() as env:
+            load_from([bin_dir / "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password",
+                       "-d", self._conninfo(ADMIN_DATABASE), "-f", "-"], dump, env=env,
+                      what="restoring the backup with psql", secrets=[self._admin_password()])
+
+    @staticmethod
+    def _roles_script(connection: psycopg.Connection[Any]) -> str:
+        # The verifiers stay out of the server's log, as when the manager sets a password itself.
+        lines = ["-- trove-es backup of a PostgreSQL instance: the users' roles, then a pg_dump of each database.",
+                 "SET log_statement = 'none';", "SET log_min_error_statement = 'panic';"]
+        rows = connection.execute("SELECT rolname, rolcanlogin, rolconnlimit, rolpassword, rolvaliduntil "
+                                  "FROM pg_authid ORDER BY rolname")
+        for name, login, limit, verifier, valid_until in rows:
+            if _reserved_user(name):
+                continue
+            literal = sql.Literal(name)
+            options = [sql.SQL("LOGIN" if login else "NOLOGIN"), sql.SQL("CONNECTION LIMIT {}").format(limit),
+                       sql.SQL("PASSWORD {}").format(verifier)]
+            if valid_until is not None:
+                options.append(sql.SQL("VALID UNTIL {}").format(valid_until.isoformat()))
+            lines += [sql.SQL("SELECT format('CREATE ROLE %I', {}) WHERE NOT EXISTS "
+                              "(SELECT 1 FROM pg_roles WHERE rolname = {}) \\gexec").format(literal, literal)
+                      .as_string(connection),
+                      sql.SQL("ALTER ROLE {} WITH {};").format(sql.Identifier(name), sql.SQL(" ").join(options))
+                      .as_string(connection)]
+        return "\n".join(lines) + "\n"
+
+    def _conninfo(self, database: str) -> str:
+        """The admin's connection for the client tools, quoted: a database name is never read as options."""
+        return make_conninfo(host="127.0.0.1", port=self.layout.port, user=ADMIN_USER, dbname=database,
+                             connect_timeout=CONNECT_TIMEOUT_S, application_name="trove-es-guest")
+
+    @contextlib.contextmanager
+    def _tool_login(self) -> Iterator[dict[str, str]]:
+        """The client tools' environment: the admin's password in a passfile (0600) for as long as they run,
+        never on their command line (which any local user can read) nor in their environment."""
+        password = self._admin_password().replace("\\", "\\\\").replace(":", "\\:")
+        passfile = private_file(self.layout.run_dir / "tools.pgpass",
+                                f"127.0.0.1:{self.layout.port}:*:{ADMIN_USER}:{password}\n")
+        try:
+            yield {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PGPASSFILE": str(passfile)}
+        finally:
+            passfile.unlink(missing_ok=True)
 
     # -------------------------------------------------------------------------------- the server's files
 

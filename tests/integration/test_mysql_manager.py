@@ -7,6 +7,7 @@ parents, as the ``mysql`` account must traverse them (pytest's tmp_path is priva
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pwd
@@ -23,6 +24,7 @@ import pymysql
 import pytest
 
 from domain.statuses import ServiceStatus
+from guest.backup_stream import verified_backup, write_backup
 from guest.datastore import manager_for
 from guest.datastore.base import DatastoreError, InstanceLayout, NewUser, UserInfo
 from guest.datastore.mysql import MARIADBD, MySQLManager
@@ -502,6 +504,49 @@ def test_reserved_and_invalid_names_are_refused(mysql: MySQLManager) -> None:
     with pytest.raises(DatastoreError):
         mysql.create_users([NewUser("good", "x-pw"), NewUser("root", "x-pw")])
     assert "good" not in [user.name for user in mysql.list_users()], "validated before anything is made"
+
+
+# -- backups ---------------------------------------------------------------------------------------
+
+def test_a_backup_restored_into_a_fresh_instance_brings_back_its_rows_and_users(mysql: MySQLManager) -> None:
+    """Through the guest's own stream (gzip, checksum, verify); the fresh instance already has a database and
+    a user of the same names, as a prepare that restores makes them first."""
+    mysql.create_users([NewUser("bea", "bea-Secret-5e2d", databases=("shop",))])
+    with connect(mysql, "alice", ALICE_PASSWORD, "appdb") as connection, connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE orders (id INT PRIMARY KEY, item VARCHAR(40)) ENGINE=InnoDB")
+        cursor.executemany("INSERT INTO orders VALUES (%s, %s)", [(n, f"item {n}") for n in range(1, 2001)])
+    storage = make_base()
+    target = {"kind": "file", "location": str(storage / "backups" / "b-1.gz"), "url": None}
+    fresh = new_manager(make_base())
+    try:
+        try:
+            size, checksum = write_backup(target, mysql.backup)
+        finally:
+            with admin(mysql) as connection, connection.cursor() as cursor:
+                cursor.execute("DROP TABLE IF EXISTS appdb.orders")
+            mysql.delete_user("bea")
+        text = gzip.decompress(Path(target["location"]).read_bytes()).decode()
+        assert "CREATE TABLE `orders`" in text
+        assert "os_admin" not in text and "`root`@" not in text, "the server's own accounts are not backed up"
+        for secret in (admin_password(mysql), ALICE_PASSWORD, "bea-Secret-5e2d"):
+            assert secret not in text, "passwords travel only as hashes"
+
+        fresh.prepare(["appdb"], [NewUser("alice", "prepared-Secret-1", databases=("appdb",))])
+        restore = {"backup_id": "b-1", "source": target, "size": size, "checksum": checksum}
+        with verified_backup(restore) as dump:
+            fresh.restore(dump)
+        assert fresh.list_databases() == ["appdb", "shop"]
+        assert fresh.list_users() == [UserInfo("alice", "%", ("appdb",)), UserInfo("bea", "%", ("shop",))]
+        with connect(fresh, "alice", ALICE_PASSWORD, "appdb") as connection:  # the backup's password
+            assert scalar(connection, "SELECT COUNT(*) FROM orders") == 2000
+            assert scalar(connection, "SELECT item FROM orders WHERE id = 1234") == "item 1234"
+        assert not can_login(fresh, "alice", "prepared-Secret-1")
+        with connect(fresh, "bea", "bea-Secret-5e2d", "shop") as connection:
+            assert scalar(connection, "SELECT CURRENT_USER()") == "bea@%"
+        assert fresh.status() is ServiceStatus.HEALTHY, "the fresh instance's admin still manages it"
+    finally:
+        clean_up(fresh, fresh.layout.volume.parent)
+        shutil.rmtree(storage, ignore_errors=True)
 
 
 def test_passwords_are_only_in_admin_json(mysql: MySQLManager) -> None:

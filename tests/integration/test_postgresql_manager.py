@@ -8,6 +8,7 @@ pytest's own temporary directories (``/tmp/pytest-of-root`` is 0700).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import psycopg
 import pytest
 
 from domain.statuses import ServiceStatus
+from guest.backup_stream import verified_backup, write_backup
 from guest.datastore import manager_for
 from guest.datastore.base import DatastoreError, InstanceLayout, NewUser, UserInfo
 from guest.datastore.postgresql import PostgreSQLManager, installed_versions
@@ -458,6 +460,48 @@ def test_reserved_names_are_refused_before_prepare_touches_anything() -> None:
         with pytest.raises(DatastoreError, match="os_admin is a reserved user name"):
             PostgreSQLManager(layout, VERSION).prepare(["shop"], [NewUser("os_admin", "x-password-1")])
         assert not layout.volume.exists()
+
+
+# ---------------------------------------------------------------------------------------------- backups
+
+
+def test_a_backup_restored_into_a_fresh_instance_brings_back_its_rows_and_users(pg: Server) -> None:
+    """Through the guest's own stream (gzip, checksum, verify); the fresh instance already has a database and
+    a user of the same names, as a prepare that restores makes them first."""
+    pg.manager.create_users([NewUser("bea", pg.password("bea-pass-1"), databases=("stock",))])
+    with pg.connect("alice", ALICE_PASSWORD, "shop") as connection:
+        connection.execute("CREATE TABLE orders (id int PRIMARY KEY, item text)")
+        connection.execute("INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 5000) g")
+    target = {"kind": "file", "location": str(pg.root / "backups" / "b-1.gz"), "url": None}
+    try:
+        size, checksum = write_backup(target, pg.manager.backup)
+    finally:
+        with pg.connect("alice", ALICE_PASSWORD, "shop") as connection:
+            connection.execute("DROP TABLE orders")
+        pg.manager.delete_user("bea")
+    text = gzip.decompress(Path(target["location"]).read_bytes()).decode()
+    assert "ALTER ROLE os_admin" not in text and "CREATE ROLE os_admin" not in text, "the admin is not backed up"
+    for secret in [pg.admin_password(), *pg.passwords]:
+        assert secret not in text, "passwords travel only as SCRAM verifiers"
+
+    with instance() as (layout, _):
+        fresh = PostgreSQLManager(layout, VERSION)
+        fresh.prepare(["shop"], [NewUser("alice", "prepared-pass-1", databases=("shop",))])
+        restore = {"backup_id": "b-1", "source": target, "size": size, "checksum": checksum}
+        with verified_backup(restore) as dump:
+            fresh.restore(dump)
+        assert fresh.list_databases() == ["shop", "stock"]
+        assert fresh.list_users() == [UserInfo("alice", "%", ("shop",)), UserInfo("bea", "%", ("stock",))]
+        restored = Server(fresh, layout, layout.volume.parent, [])
+        with restored.connect("alice", ALICE_PASSWORD, "shop") as connection:  # the backup's password
+            assert connection.execute("SELECT count(*), max(item) FROM orders").fetchone() == (5000, "item 999")
+            assert connection.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'orders'").fetchone() == (
+                "alice",)
+        with restored.connect("bea", "bea-pass-1", "stock") as connection:
+            assert connection.execute("SELECT current_user").fetchone() == ("bea",)
+        with pytest.raises(psycopg.OperationalError):
+            restored.connect("bea", "bea-pass-1", "shop").close()
+        assert fresh.status() is ServiceStatus.HEALTHY, "the fresh instance's admin still manages it"
 
 
 # ---------------------------------------------------------------------------------------------- secrets
