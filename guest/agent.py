@@ -10,6 +10,11 @@ A command counts as done once its result is on the broker: only then does the ag
 (``agent-state.json``), so an agent killed mid-command does it again when it comes back; every manager
 operation is idempotent for that reason.
 
+A backup streams the datastore's dump, gzip-compressed, to the target the command names, and answers with
+the size and checksum of what was stored; a prepare that restores a backup fetches and verifies it before
+it touches the datastore (``guest.backup_stream``). While either runs, a thread of its own keeps the
+heartbeats going, as the loop beats only between commands.
+
 The guest also enforces the volume's size, which a directory on a shared disk cannot: once the
 datastore's files outgrow it, the server refuses users' writes (they fail with the datastore's own
 read-only error) until a resize gives it room again.
@@ -17,11 +22,12 @@ read-only error) until a resize gives it room again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -29,6 +35,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from adapters.sealed import unseal
 from domain import guest_protocol as protocol
 from domain.statuses import ServiceStatus
+from guest.backup_stream import verified_backup, write_backup
 from guest.config import AgentState, GuestConfig
 from guest.datastore import DatastoreError, DatastoreManager, NewUser, manager_for
 
@@ -125,7 +132,7 @@ class GuestAgent:
         log.info("%s (request %s)", command.method, command.request_id)
         secrets: list[str] = []
         try:
-            self._carry_out(command, secrets)
+            details = self._carry_out(command, secrets)
         except Exception as exc:
             log.exception("%s (request %s) failed", command.method, command.request_id)
             message = str(exc) if isinstance(exc, DatastoreError) else f"{exc.__class__.__name__}: {exc}"
@@ -141,10 +148,11 @@ class GuestAgent:
                 self._heartbeat()
         else:
             self._send(protocol.Result(self.config.instance_id, command.method, command.request_id, True,
-                                       self._clock()).to_json())
+                                       self._clock(), details=details).to_json())
         self._done(offset)
 
-    def _carry_out(self, command: protocol.GuestCommand, secrets: list[str]) -> None:
+    def _carry_out(self, command: protocol.GuestCommand, secrets: list[str]) -> dict[str, Any]:
+        """What the command produced, for its result's details."""
         args = command.args
         if command.method == protocol.PREPARE:
             self._send_status(ServiceStatus.BUILDING)
@@ -154,9 +162,19 @@ class GuestAgent:
                 raise DatastoreError(f"this instance already runs {self.state.manager}, not {manager_name}")
             self._save(self.state.but(manager=manager_name, version=args["datastore_version"]))
             self._manager = None
-            self.manager().prepare(args["databases"], users)
+            if args.get("restore") is None:
+                self.manager().prepare(args["databases"], users)
+            else:
+                self._prepare_restoring(args, users)
             self._save(self.state.but(prepare_failed=False))
             self._heartbeat()
+        elif command.method == protocol.BACKUP:
+            manager = self.manager()
+            with self._beating(manager.status):
+                size, checksum = write_backup(args["target"], manager.backup)
+            log.info("backup %s stored at %s: %d bytes, %s", args["backup_id"], args["target"]["location"], size,
+                     checksum)
+            return {"size": size, "checksum": checksum}
         elif command.method == protocol.RESTART:
             self._send_status(ServiceStatus.RESTARTING)
             self.manager().restart()
@@ -180,6 +198,42 @@ class GuestAgent:
             _ADMINISTRATION[command.method](self.manager(), args, _Passwords(self.config.key, args, secrets))
         else:
             raise DatastoreError(f"this guest agent cannot {command.method}")
+        return {}
+
+    def _prepare_restoring(self, args: dict[str, Any], users: list[NewUser]) -> None:
+        """The backup is fetched and verified first: a missing or corrupt one fails the prepare before the
+        datastore is touched. The request's own databases and users are made again after the restore, as
+        Trove does, so the backup's users of the same names do not undo the request."""
+        with self._beating(lambda: ServiceStatus.BUILDING), verified_backup(args["restore"],
+                                                                            self.config.run_dir) as dump:
+            manager = self.manager()
+            manager.prepare(args["databases"], users)
+            manager.restore(dump)
+            manager.create_databases(args["databases"])
+            manager.create_users(users)
+
+    @contextlib.contextmanager
+    def _beating(self, status: Callable[[], ServiceStatus]) -> Iterator[None]:
+        """Heartbeats of ``status`` from a thread of their own while a long command runs. The thread is gone
+        before the command's result is sent, so no heartbeat of the command's follows its result."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.config.report_interval_s):
+                try:
+                    current = status()
+                except Exception as exc:  # a probe that fails says so; the command goes on
+                    log.error("could not probe the datastore: %s", exc)
+                    current = ServiceStatus.UNKNOWN
+                self._send_status(current)  # the producer is thread-safe
+
+        thread = threading.Thread(target=beat, name=f"heartbeats-{self.config.instance_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def _users(self, args: dict[str, Any], secrets: list[str]) -> Iterable[NewUser]:
         sealed = args.get("passwords", {})

@@ -10,6 +10,8 @@ pass through pytest's own temporary directories.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -39,7 +41,7 @@ from domain.statuses import ServiceStatus
 from guest.agent import GuestAgent
 from guest.config import AgentState, GuestConfig
 from guest.datastore import manager_for
-from guest.datastore.postgresql import installed_versions
+from guest.datastore.postgresql import PostgreSQLManager, installed_versions
 from tests.support.stack import wait_for
 
 VERSION = "15"
@@ -162,12 +164,12 @@ class Guest:
         return request_id
 
     def prepare(self, *, version: str = VERSION, password: str = APP_PASSWORD,
-                request_id: str | None = None) -> str:
+                request_id: str | None = None, restore: dict[str, Any] | None = None) -> str:
         request_id = request_id or f"prepare-{uuid.uuid4().hex[:12]}"
         self.channel.send(protocol.prepare(
             self.instance_id, request_id, time.time(), datastore="postgresql", datastore_version=version,
             databases=["appdb"], users=[{"name": "app", "host": "%", "databases": ["appdb"]}], volume_size=1,
-            passwords={"app@%": seal(protocol.instance_key(SECRET, self.instance_id), password)}))
+            passwords={"app@%": seal(protocol.instance_key(SECRET, self.instance_id), password)}, restore=restore))
         return request_id
 
     def manager(self) -> Any:
@@ -201,6 +203,18 @@ def _kill_processes_working_in(root: Path) -> None:
 
 @pytest.fixture
 def guest(broker: EmbeddedBroker) -> Iterator[Guest]:
+    with running_guest(broker) as running:
+        yield running
+
+
+@pytest.fixture
+def other_guest(broker: EmbeddedBroker) -> Iterator[Guest]:
+    with running_guest(broker) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_guest(broker: EmbeddedBroker) -> Iterator[Guest]:
     tag = uuid.uuid4().hex[:8]
     instance_id = f"inst-{tag}"
     prefix = f"test-{tag}.guest."
@@ -438,3 +452,68 @@ def test_a_full_volume_makes_the_server_refuse_writes_until_it_is_resized(guest:
     _wait(writable, "writes to be allowed again after the resize", guest)
     with guest.connect_app() as connection:
         assert connection.execute("SELECT body FROM t WHERE id = 0").fetchone() == ("room again",)
+
+
+def test_a_backup_is_streamed_to_its_target_while_heartbeats_go_on_and_another_instance_restores_it(
+        guest: Guest, other_guest: Guest, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_backup = PostgreSQLManager.backup
+
+    def slow_backup(manager: PostgreSQLManager, out: Any) -> None:
+        real_backup(manager, out)
+        time.sleep(6 * REPORT_INTERVAL_S)  # a big database: the loop cannot beat until the command is done
+
+    monkeypatch.setattr(PostgreSQLManager, "backup", slow_backup)
+    guest.start_agent()
+    assert guest.conductor.result(guest.prepare(), timeout=120).ok
+    with guest.connect_app() as connection:
+        connection.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        connection.execute("INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 3000) g")
+
+    location = guest.root / "backups" / "b-1.gz"
+    target = {"kind": "file", "location": str(location), "url": None}
+    since = len(guest.conductor.poll())
+    result = guest.conductor.result(guest.send(protocol.BACKUP, backup_id="b-1", target=target))
+    assert result.ok, f"backup failed: {result.message}\n" + "\n".join(result.traceback)
+    stored = location.read_bytes()
+    assert result.details == {"size": len(stored), "checksum": f"sha256:{hashlib.sha256(stored).hexdigest()}"}
+    during = guest.conductor.poll()[since:guest.conductor.poll().index(result)]
+    assert [m.service_status for m in during if isinstance(m, Heartbeat)].count(
+        ServiceStatus.HEALTHY.description) >= 3, "heartbeats went on during the backup"
+
+    other_guest.start_agent()
+    restore = {"backup_id": "b-1", "source": target, **result.details}
+    restored = other_guest.conductor.result(other_guest.prepare(restore=restore), timeout=120)
+    assert restored.ok, f"prepare with restore failed: {restored.message}\n" + "\n".join(restored.traceback)
+    with other_guest.connect_app() as connection:
+        assert connection.execute("SELECT count(*), max(id) FROM notes").fetchone() == (3000, 3000)
+        assert connection.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'notes'").fetchone() == (
+            "app",)
+    other_guest.conductor.wait_for_heartbeats(ServiceStatus.HEALTHY, since=other_guest.conductor.poll().index(
+        restored) + 1)
+
+
+def test_a_prepare_from_a_corrupt_or_missing_backup_fails_before_the_datastore_is_touched(guest: Guest) -> None:
+    location = guest.root / "backups" / "b-2.gz"
+    location.parent.mkdir()
+    location.write_bytes(gzip.compress(b"SELECT 1;\n"))
+    stored = location.read_bytes()
+    checksum = f"sha256:{hashlib.sha256(stored).hexdigest()}"
+    source = {"kind": "file", "location": str(location), "url": None}
+    location.write_bytes(stored[:-1] + bytes([stored[-1] ^ 0x01]))  # one byte changed in storage
+    guest.start_agent()
+
+    corrupt = guest.conductor.result(guest.prepare(
+        restore={"backup_id": "b-2", "source": source, "size": len(stored), "checksum": checksum}))
+    assert not corrupt.ok
+    assert corrupt.message.startswith("Backup b-2 is corrupt: its checksum is sha256:"), corrupt.message
+    assert corrupt.message.endswith("it cannot be restored. Restore another backup or take a new one.")
+    guest.conductor.wait_for_heartbeats(ServiceStatus.FAILED, since=guest.conductor.poll().index(corrupt) + 1)
+
+    missing = guest.conductor.result(guest.prepare(restore={
+        "backup_id": "b-3", "source": {**source, "location": str(guest.root / "backups" / "b-3.gz")},
+        "size": len(stored), "checksum": checksum}))
+    assert not missing.ok
+    assert missing.message.startswith("Backup b-3 is not in backup storage ("), missing.message
+    assert not (guest.config.volume / "data").exists(), "nothing was initialised"
+    for text in (corrupt.message, missing.message, *corrupt.traceback, *missing.traceback):
+        assert APP_PASSWORD not in text
