@@ -7,6 +7,10 @@ guest agent would, on the conductor topic, using the real guest protocol:
 - ``prepare``: status BUILDING, then after ``action_delay_s`` HEALTHY and an ok result;
 - ``restart`` and ``resize_flavor``: RESTARTING, then HEALTHY and an ok result;
 - ``resize_volume``: an ok result; ``stop``: SHUTDOWN and an ok result;
+- ``backup``: a small simulated dump stored through the guest's own backup stream when the target is a
+  ``file``, and an ok result with the true size and checksum of what was stored;
+- ``prepare`` that restores a backup: its ``file`` source is verified as a guest agent verifies it (size,
+  checksum, gzip), and a missing or corrupt backup fails the prepare with the agent's own message;
 - a heartbeat with its current status every ``report_interval_s`` once prepared.
 
 Failures to inject, by instance name: a guest whose name contains ``never_healthy_marker`` (by default
@@ -41,6 +45,8 @@ from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
 from domain import guest_protocol as protocol
 from domain.statuses import SERVER_ACTIVE, SERVER_REBOOT, SERVER_RESIZE, ServiceStatus
+from guest.backup_stream import CHUNK, verified_backup, write_backup
+from guest.datastore.base import DatastoreError
 from projections.upsert import upsert_statement
 
 log = logging.getLogger(__name__)
@@ -48,6 +54,7 @@ log = logging.getLogger(__name__)
 NEVER_HEALTHY_MARKER = "fake-never-healthy"
 PREPARE_FAILS_MARKER = "fake-prepare-fails"
 PREPARE_FAILURE = "The datastore could not be installed: the simulated guest fails its prepare, as its name asks."
+FILE_ONLY = "The simulated guest {} backups only as files; configure local backup storage for the fake compute."
 _LIVE = frozenset({SERVER_ACTIVE, SERVER_REBOOT, SERVER_RESIZE})
 
 metadata = MetaData()
@@ -283,7 +290,12 @@ class FakeGuestFleet:
                 return
             self._set_status(guest, BUILDING)
             if guest.prepare_fails:
-                self._later(guest, lambda: self._fail_prepare(guest, command, offset))
+                self._later(guest, lambda: self._fail_prepare(guest, command, offset, PREPARE_FAILURE))
+                return
+            restore = command.args.get("restore")
+            unrestorable = None if restore is None else _restore_failure(restore)
+            if unrestorable is not None:
+                self._later(guest, lambda: self._fail_prepare(guest, command, offset, unrestorable))
                 return
             if guest.never_healthy:
                 log.info("guest %s (%s) will never become healthy, as its name asks", guest.instance_id, guest.name)
@@ -297,6 +309,8 @@ class FakeGuestFleet:
             self._later(guest, answer())
         elif method == protocol.STOP:
             answer(SHUTDOWN)()
+        elif method == protocol.BACKUP:
+            self._later(guest, lambda: self._backup(guest, command, offset))
 
     def _later(self, guest: SimulatedGuest, finish: Callable[[], None]) -> None:
         if self.action_delay_s <= 0:
@@ -313,20 +327,38 @@ class FakeGuestFleet:
         self._send(guest, protocol.Heartbeat(guest.instance_id, guest.status, now).to_json())
         guest.next_heartbeat = now + self.report_interval_s
 
-    def _fail_prepare(self, guest: SimulatedGuest, command: protocol.GuestCommand, offset: int) -> None:
+    def _fail_prepare(self, guest: SimulatedGuest, command: protocol.GuestCommand, offset: int, message: str) -> None:
         # The result first, on the same partition: the build fails with the guest's own message and
         # traceback, not only with the status it ends in.
-        self._send(guest, protocol.Result(guest.instance_id, command.method, command.request_id, False,
-                                          self._clock(), message=PREPARE_FAILURE, traceback=(
-                                              "Traceback (most recent call last):",
-                                              '  File "guest/datastore/manager.py", line 1, in prepare',
-                                              f"GuestError: {PREPARE_FAILURE}")).to_json())
+        self._fail(guest, command, message)
         self._set_status(guest, FAILED)
         self._commit(guest, offset)
 
-    def _result(self, guest: SimulatedGuest, command: protocol.GuestCommand) -> None:
+    def _backup(self, guest: SimulatedGuest, command: protocol.GuestCommand, offset: int) -> None:
+        target = command.args["target"]
+        if target["kind"] != "file":
+            self._fail(guest, command, FILE_ONLY.format("stores"))
+        else:
+            dump = f"-- trove-es simulated backup {command.args['backup_id']} of {guest.instance_id}\n".encode()
+            try:
+                size, checksum = write_backup(target, lambda out: out.write(dump))
+            except DatastoreError as exc:
+                self._fail(guest, command, str(exc))
+            else:
+                self._result(guest, command, {"size": size, "checksum": checksum})
+        self._commit(guest, offset)
+
+    def _fail(self, guest: SimulatedGuest, command: protocol.GuestCommand, message: str) -> None:
+        self._send(guest, protocol.Result(guest.instance_id, command.method, command.request_id, False,
+                                          self._clock(), message=message, traceback=(
+                                              "Traceback (most recent call last):",
+                                              f'  File "guest/datastore/manager.py", line 1, in {command.method}',
+                                              f"GuestError: {message}")).to_json())
+
+    def _result(self, guest: SimulatedGuest, command: protocol.GuestCommand,
+                details: dict[str, Any] | None = None) -> None:
         self._send(guest, protocol.Result(guest.instance_id, command.method, command.request_id, True,
-                                          self._clock()).to_json())
+                                          self._clock(), details=details or {}).to_json())
 
     def _send(self, guest: SimulatedGuest, value: bytes) -> None:
         assert self._producer is not None
@@ -345,3 +377,16 @@ class FakeGuestFleet:
                                                 ["service_status", "next_offset", "updated_at"]),
                                [{"instance_id": guest.instance_id, "service_status": guest.status,
                                  "next_offset": guest.committed, "updated_at": self._clock()}])
+
+
+def _restore_failure(restore: dict[str, Any]) -> str | None:
+    """Why the backup cannot be restored, as a guest agent would say it; None when it is sound."""
+    if restore["source"]["kind"] != "file":
+        return FILE_ONLY.format("reads")
+    try:
+        with verified_backup(restore) as dump:
+            while dump.read(CHUNK):  # to its end: a stored object that is not gzip fails here
+                pass
+    except DatastoreError as exc:
+        return str(exc)
+    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +11,11 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
 
 from adapters.compute.fake import FakeCompute
-from adapters.guest_sim import TOPIC_RECHECK_S, FakeGuestFleet
+from adapters.guest_sim import HEALTHY, TOPIC_RECHECK_S, FakeGuestFleet, SimulatedGuest
 from adapters.kafka.broker import EmbeddedBroker
 from adapters.sql.engine import create_sql_engine
+from domain import guest_protocol as protocol
+from domain.guest_protocol import Heartbeat, Result
 from services.ports import ServerSpec
 
 pytestmark = pytest.mark.integration
@@ -56,3 +60,59 @@ def test_a_server_without_a_topic_is_looked_at_again_only_after_the_recheck_inte
         settled.close()
         admin._admin.close()
         engine.dispose()
+
+
+class RecordingProducer:
+    """What the fleet sends, kept instead of produced."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        self.sent.append(value)
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+
+def test_a_simulated_guest_stores_a_backup_and_verifies_one_before_it_restores(tmp_path: Path) -> None:
+    engine = create_sql_engine(f"sqlite:///{tmp_path}/fake_cloud.db")
+    secret = b"test secret"
+    key = protocol.instance_key(secret, "inst-1")
+    fleet = FakeGuestFleet(compute=FakeCompute(engine), engine=engine, bootstrap_servers="unused:9092",
+                           guest_prefix="test.guest.", conductor_topic="test.conductor", secret=secret)
+    producer = RecordingProducer()
+    fleet._producer = producer  # type: ignore[assignment]
+    guest = SimulatedGuest("inst-1", "db", "test.guest.inst-1", status=HEALTHY)
+
+    def handle(command: protocol.GuestCommand) -> list[Any]:
+        producer.sent.clear()
+        fleet._handle(guest, guest.committed, protocol.signed(command.to_json(), key))
+        return [protocol.parse_guest_message(value, lambda _: key) for value in producer.sent]
+
+    location = tmp_path / "backups" / "b-1.gz"
+    target = {"kind": "file", "location": str(location), "url": None}
+    (result,) = handle(protocol.command(protocol.BACKUP, "inst-1", "req-backup", 1.0, backup_id="b-1",
+                                        target=target))
+    stored = location.read_bytes()
+    assert isinstance(result, Result) and result.ok
+    assert result.details == {"size": len(stored), "checksum": f"sha256:{hashlib.sha256(stored).hexdigest()}"}
+    assert gzip.decompress(stored).startswith(b"-- trove-es simulated backup b-1")
+
+    def prepare(request_id: str, **restore: Any) -> list[Any]:
+        guest.status = "new"
+        return handle(protocol.prepare("inst-1", request_id, 1.0, datastore="mysql", datastore_version="8.0",
+                                       databases=[], users=[], volume_size=1,
+                                       restore={"backup_id": "b-1", "source": target, **result.details, **restore}))
+
+    restored = [m for m in prepare("req-sound") if isinstance(m, Result)]
+    assert [r.ok for r in restored] == [True] and guest.status == HEALTHY
+    location.write_bytes(stored[:-1] + bytes([stored[-1] ^ 0x01]))
+    messages = prepare("req-corrupt")
+    (failed,) = [m for m in messages if isinstance(m, Result)]
+    assert not failed.ok and failed.message.startswith("Backup b-1 is corrupt: its checksum is sha256:")
+    assert isinstance(messages[-1], Heartbeat) and messages[-1].service_status == "failed to spawn"
+    location.unlink()
+    (missing,) = [m for m in prepare("req-missing") if isinstance(m, Result)]
+    assert not missing.ok and missing.message.startswith(f"Backup b-1 is not in backup storage ({location})")
+    engine.dispose()
