@@ -41,6 +41,7 @@ from domain.catalog import domain_catalog
 from domain.instance import DELETE, INSTANCE_EVENTS, Instance
 from domain.public_events import EventCatalog, PublicEvent
 from domain.statuses import ServiceStatus, TaskStatus, operating_status, visible_status
+from projections.backup_view import BACKUP_EVENT_TYPES, apply_backup_event, backup_view
 from projections.guest_heartbeats import guest_heartbeats
 from projections.prepared import PreparedRead, json_value
 
@@ -78,6 +79,7 @@ instance_view = Table(
     Index("ix_instance_view_task_created", "task_status", "created_at"),  # builds stuck for too long
 )
 guest_heartbeats.to_metadata(metadata)  # created with the view, so reads can join before the conductor runs
+backup_view.to_metadata(metadata)  # the instances' backups, written by this projection too
 
 # The API's note of the writes it accepted (tenant, instance, version), so its reads can wait for the view
 # to hold them (read your writes); written by ``adapters.sql.write_marks``, read here beside the rows.
@@ -112,9 +114,12 @@ class InstanceView:
     def __init__(self) -> None:
         self.catalog: EventCatalog = domain_catalog()
         self._types = {cls.__name__ for cls in INSTANCE_EVENTS}
-        self.handles = frozenset(self._types)  # the runner skips the rest (quota, catalog) unread
+        self.handles = frozenset(self._types | BACKUP_EVENT_TYPES)  # the runner skips the rest (quota, catalog)
 
     def apply(self, event: PublicEvent, session: Session) -> None:
+        if event.type in BACKUP_EVENT_TYPES:
+            apply_backup_event(event, session)
+            return
         if event.type not in self._types:
             return
         data = event.data

@@ -16,6 +16,7 @@ from adapters.rest.errors import install_error_handling
 from adapters.rest.middleware import AuthMiddleware, RequestIdMiddleware
 from adapters.rest.openapi import build_document
 from adapters.rest.reads import InstanceReads
+from adapters.rest.resources.backups import BackupResource, BackupsResource, InstanceBackupsResource
 from adapters.rest.resources.catalog import (
     DatastoreResource,
     DatastoresResource,
@@ -57,6 +58,7 @@ from adapters.rest.resources.versions import (
 )
 from adapters.settings import Settings
 from adapters.sql.write_marks import WriteMarks
+from projections.backup_view import BackupQueries
 from projections.billing_ledger import BillingQueries
 from projections.catalog_view import CatalogQueries
 from projections.datastore_objects import DatastoreObjectQueries
@@ -73,7 +75,7 @@ def create_app(*, instances: InstanceService, instance_views: InstanceViewQuerie
                authenticator: Authenticator, settings: Settings, write_marks: WriteMarks,
                billing: BillingQueries, faults: FaultQueries, instance_reports: InstanceReports,
                operation_reports: OperationReports, datastore_objects: DatastoreObjectQueries,
-               server_ip: str | None = None) -> falcon.App:
+               backups: BackupQueries, server_ip: str | None = None) -> falcon.App:
     """The WSGI app. ``settings`` supplies the region and the read-your-writes bound."""
     app = falcon.App(middleware=[RequestIdMiddleware(), AuthMiddleware(authenticator, server_ip or host_ip())])
     app.req_options.strip_url_path_trailing_slash = True
@@ -102,6 +104,9 @@ def create_app(*, instances: InstanceService, instance_views: InstanceViewQuerie
     route(f"{TENANT}/instances/{{instance}}", InstanceResource(reads, instances))
     route(f"{TENANT}/instances/{{instance}}/action", InstanceActionResource(reads, instances))
     route(f"{TENANT}/instances/{{instance}}/faults", InstanceFaultsResource(faults, reads, instance_views))
+    route(f"{TENANT}/instances/{{instance}}/backups", InstanceBackupsResource(backups, reads))
+    route(f"{TENANT}/backups", BackupsResource(instances, backups, reads))
+    route(f"{TENANT}/backups/{{backup}}", BackupResource(instances, backups))
     objects = DatastoreObjects(instances)
     on_instance = (objects, datastore_objects, reads)
     route(f"{TENANT}/instances/{{instance}}/databases", DatabasesResource(*on_instance))

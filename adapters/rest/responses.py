@@ -348,3 +348,33 @@ class RootUser(Schema):
 
 class RootCreated(Schema):
     user = fields.Nested(RootUser, required=True)
+
+
+class BackupDatastore(Schema):
+    type = fields.String()
+    version = fields.String()
+    version_id = fields.String()
+
+
+class Backup(Schema):
+    id = fields.String()
+    name = fields.String()
+    description = fields.String(allow_none=True)
+    locationRef = fields.String(allow_none=True)
+    instance_id = fields.String()
+    project_id = fields.String()
+    created = fields.String()
+    updated = fields.String()
+    size = fields.Float(allow_none=True, metadata={"description": "GB stored, as Trove reports it"})
+    status = fields.String(metadata={"enum": ["NEW", "BUILDING", "COMPLETED", "FAILED", "DELETE_FAILED"]})
+    parent_id = fields.String(allow_none=True)
+    datastore = fields.Nested(BackupDatastore)
+
+
+class BackupEnvelope(Schema):
+    backup = fields.Nested(Backup)
+
+
+class BackupList(Schema):
+    backups = fields.List(fields.Nested(Backup))
+    links = fields.List(fields.Nested(Link))

@@ -1,7 +1,7 @@
 """Request bodies as Trove accepts them, as marshmallow schemas: the shapes and types, not the meaning.
 
 Trove's JSON schemas allow additional properties, so unknown keys are ignored here too. Keys that ask
-for something this deployment does not do (restoring from a backup, replicas, configuration groups)
+for something this deployment does not do (replicas, configuration groups)
 are refused with a 400 rather than silently ignored: an instance without the replica or the backup
 the client asked for is worse than a clear error.
 """
@@ -126,6 +126,11 @@ class NicRequest(_Lenient):
     v4_fixed_ip = Text(data_key="v4-fixed-ip")
 
 
+class RestorePoint(_Lenient):
+    backupRef = Text(required=True, validate=validate.Length(min=1, max=64),
+                     metadata={"description": "The id of a COMPLETED backup of the same datastore to build from."})
+
+
 class CreateInstance(_Lenient):
     name = Text(required=True, validate=[validate.Length(min=1, max=NAME_MAX), _not_blank])
     flavorRef = FlavorRefField(required=True)
@@ -139,7 +144,7 @@ class CreateInstance(_Lenient):
                        metadata={"description": "Accepted for compatibility; the compute driver picks the network."})
     region_name = Text(validate=validate.Length(min=1, max=NAME_MAX))
     replica_count = fields.Integer(strict=True, validate=validate.Equal(1, error="Replicas are not supported."))
-    restorePoint = Unsupported("Restoring from a backup")
+    restorePoint = fields.Nested(RestorePoint, allow_none=True)
     replica_of = Unsupported("Replication")
     configuration = Unsupported("Configuration groups")
     modules = Unsupported("Modules")
@@ -151,6 +156,19 @@ class CreateInstance(_Lenient):
         access = data.get("access") or {}
         if access.get("is_public") or access.get("allowed_cidrs"):
             raise ValidationError("Public access and allowed CIDRs are not supported.", "access")
+
+
+class CreateBackup(_Lenient):
+    name = Text(required=True, validate=[validate.Length(min=1, max=80), _not_blank])
+    instance = Text(required=True, validate=validate.Length(min=1, max=64))
+    description = Text(allow_none=True, validate=validate.Length(max=512))
+    parent_id = Text(allow_none=True, validate=validate.Length(min=1, max=64))
+    incremental = fields.Integer(strict=True, validate=validate.OneOf([0, 1]))
+    swift_container = Unsupported("Choosing a backup's Swift container")
+
+
+class CreateBackupRequest(_Lenient):
+    backup = fields.Nested(CreateBackup, required=True)
 
 
 class CreateInstanceRequest(_Lenient):

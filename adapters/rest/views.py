@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from domain.quota import RESOURCES, Quota
+from projections.backup_view import BackupRecord
 from projections.catalog_view import DatastoreRecord, FlavorRecord, VersionRecord
 from projections.instance_view import InstanceRecord
 from services.ports import GIB
@@ -57,6 +58,21 @@ def api_version(prefix: str) -> dict[str, Any]:
 
 def versions(prefix: str) -> dict[str, Any]:
     return {"versions": [api_version(prefix)]}
+
+
+# Backups --------------------------------------------------------------------------------------------
+
+def backup(record: BackupRecord) -> dict[str, Any]:
+    """Trove's backup view: ``size`` in GB of what was stored, ``locationRef`` where it is kept."""
+    return {
+        "id": record.id, "name": record.name, "description": record.description,
+        "locationRef": record.location, "instance_id": record.instance_id, "project_id": record.tenant_id,
+        "created": trove_time(record.created_at), "updated": trove_time(record.updated_at),
+        "size": None if record.size is None else round(record.size / GIB, 6), "status": record.status,
+        "parent_id": record.parent_id,
+        "datastore": {"type": record.datastore, "version": record.datastore_version,
+                      "version_id": record.datastore_version_id},
+    }
 
 
 # Instances ------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from adapters.settings import Settings, load_settings
 from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
 from adapters.sql.write_marks import WriteMarks, marks_seen_from
+from projections.backup_view import BackupQueries
 from projections.catalog_view import CatalogQueries
 from projections.catalog_view import metadata as catalog_metadata
 from projections.datastore_objects import DatastoreObjectQueries, DatastoreObjectsView
@@ -75,7 +76,8 @@ def build_api(settings: Settings) -> falcon.App:
                       write_marks=marks, billing=billing_queries(settings),
                       faults=FaultQueries(faults), operation_reports=OperationReports(faults),
                       instance_reports=InstanceReports(reader, views, settings.agent_heartbeat_expiry_s),
-                      datastore_objects=DatastoreObjectQueries(read_only(objects_engine)))
+                      datastore_objects=DatastoreObjectQueries(read_only(objects_engine)),
+                      backups=BackupQueries(reader))
 
 
 def write_marks(settings: Settings, view_engine: Engine) -> WriteMarks:

@@ -13,7 +13,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 
 
 def test_unknown_routes_are_item_not_found(api: Api) -> None:
-    for path in ("/nope", f"/v1.0/{TENANT}/backups", "/v2.0/", f"/v1.0/{TENANT}/instances/x/y/z"):
+    for path in ("/nope", f"/v1.0/{TENANT}/clusters", "/v2.0/", f"/v1.0/{TENANT}/instances/x/y/z"):
         result = api.get(path)
         assert result.status_code == 404 and result.json["itemNotFound"]["code"] == 404
 

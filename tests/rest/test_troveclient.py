@@ -143,3 +143,22 @@ def test_troveclient_admin_calls(stack: tuple[ServedApi, Backstage]) -> None:
     with pytest.raises(trove_exceptions.Forbidden):
         user.instances.reset_status(created.id)
     admin.instances.reset_status(created.id)
+
+
+def test_troveclient_takes_lists_shows_and_deletes_backups(stack: tuple[ServedApi, Backstage]) -> None:
+    served, backstage = stack
+    trove = _client(served, "t1", served.issue_token("t1", "alice"))
+    created = trove.instances.create("tc-db", "2", volume={"size": 2}, datastore="mysql")
+    backstage.activate(created.id)
+
+    backup = trove.backups.create("nightly", created.id, description="before the upgrade")
+    assert (backup.name, backup.status, backup.instance_id) == ("nightly", "NEW", created.id)
+    assert trove.backups.get(backup.id).description == "before the upgrade"
+    assert trove.instances.get(created.id).status == "BACKUP"
+    backstage.projector.catch_up()
+    assert [b.id for b in trove.backups.list()] == [backup.id]
+    assert [b.id for b in trove.instances.backups(created.id)] == [backup.id]
+    with pytest.raises(trove_exceptions.UnprocessableEntity):
+        trove.backups.delete(backup.id)  # still NEW: Trove refuses it too
+    with pytest.raises(trove_exceptions.NotFound):
+        trove.backups.get("00000000-0000-4000-8000-000000000000")

@@ -110,7 +110,8 @@ class InstancesResource(_InstanceList):
                     "databases": [database["name"] for database in user.get("databases") or []]}
                    for user in body.get("users") or []],
             passwords={user_key(user["name"], user.get("host") or ANY_HOST): user["password"]
-                       for user in body.get("users") or []})
+                       for user in body.get("users") or []},
+            restore_backup_id=(body.get("restorePoint") or {}).get("backupRef"))
         instance, version = self._instances.create(context(req), request)
         self._reads.wrote(context(req), str(instance.id), version)
         record = record_from_aggregate(instance)
