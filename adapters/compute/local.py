@@ -184,8 +184,10 @@ class LocalCompute:
         if not pid:
             return False
         child = self._children.get(record["instance_id"])
-        if child is not None and child.pid == pid and child.poll() is not None:
-            return False  # ours, and exited (now reaped)
+        if child is not None and child.pid == pid:
+            # Ours: running or not, its exit status says. Its /proc entry may not yet show the agent's command
+            # line (it is empty while the child execs), which once made a freshly started agent look dead.
+            return child.poll() is None
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

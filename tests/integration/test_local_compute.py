@@ -93,3 +93,20 @@ def _pid(root: Path, instance_id: str) -> int:
             return int(record["pid"])
         time.sleep(0.05)
     raise AssertionError("no agent pid recorded")
+
+
+def test_an_agent_just_started_is_alive_before_its_command_line_shows(root: Path, broker: EmbeddedBroker,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = _driver(root, broker)
+    instance_id = str(uuid.uuid4())
+    real_read_bytes = Path.read_bytes
+
+    def mid_exec(path: Path) -> bytes:
+        # What /proc shows of a child still in execve: an empty command line.
+        return b"" if path.name == "cmdline" and path.parent.parent == Path("/proc") else real_read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", mid_exec)
+    server = driver.create(ServerSpec(instance_id=instance_id, name="db", flavor=FLAVOR, volume_size=1))
+    assert server.status == SERVER_ACTIVE, server.fault
+    monkeypatch.undo()
+    driver.delete(instance_id)

@@ -59,11 +59,13 @@ def local_stack(broker: EmbeddedBroker, postgres_admin: str) -> Iterator[FullSta
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _create(stack: FullStack, tenant: str, token: str, datastore: str) -> dict[str, Any]:
+def _create(stack: FullStack, tenant: str, token: str, datastore: str, restore: str | None = None) -> dict[str, Any]:
     body = {"instance": {"name": f"{datastore}-real", "flavorRef": "1", "volume": {"size": 1},
                          "datastore": {"type": datastore},
                          "databases": [{"name": "inventory"}],
                          "users": [{"name": "app", "password": PASSWORD, "databases": [{"name": "inventory"}]}]}}
+    if restore is not None:
+        body["instance"]["restorePoint"] = {"backupRef": restore}
     code, created, _ = stack.call("POST", f"/v1.0/{tenant}/instances", token, body)
     assert code == 200, created
     assert PASSWORD not in str(created)
@@ -283,6 +285,50 @@ def test_a_user_creates_postgresql_with_troveclient_and_connects_with_psql(local
     assert [u.name for u in trove.users.list(created.id)] == ["shopper"]
     trove.instances.delete(created.id)
     local_stack.wait_status(tenant, token, created.id, 404, timeout=90)
+
+
+def _connect(datastore: str, host: str, port: int) -> Any:
+    if datastore == "postgresql":
+        return psycopg.connect(host=host, port=port, user="app", password=PASSWORD, dbname="inventory",
+                               connect_timeout=5, autocommit=True)
+    return pymysql.connect(host=host, port=port, user="app", password=PASSWORD, database="inventory",
+                           connect_timeout=5, autocommit=True)
+
+
+@pytest.mark.parametrize("datastore", ["postgresql", "mysql"])
+def test_a_backup_taken_through_the_api_restores_into_a_new_instance_with_the_same_rows(
+        local_stack: FullStack, datastore: str) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    token = local_stack.token(tenant, "ada")
+    source = _create(local_stack, tenant, token, datastore)
+    with _connect(datastore, *_endpoint(source)) as connection, connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE orders (id int PRIMARY KEY, item varchar(40))")
+        cursor.execute("INSERT INTO orders VALUES (1, 'bolt'), (2, 'nut'), (3, 'washer')")
+
+    code, answer, _ = local_stack.call("POST", f"/v1.0/{tenant}/backups", token,
+                                       {"backup": {"name": "nightly", "instance": source["id"]}})
+    assert code == 202 and answer["backup"]["status"] == "NEW", answer
+    backup_id = answer["backup"]["id"]
+
+    def backup_status() -> str:
+        return local_stack.call("GET", f"/v1.0/{tenant}/backups/{backup_id}", token)[1]["backup"]["status"]
+
+    local_stack.wait(lambda: backup_status() in ("COMPLETED", "FAILED"), "the backup to be taken", 120)
+    shown = local_stack.call("GET", f"/v1.0/{tenant}/backups/{backup_id}", token)[1]["backup"]
+    assert shown["status"] == "COMPLETED", f"{shown}\n{local_stack.worker_logs()}"
+    assert shown["size"] > 0 and Path(shown["locationRef"]).is_file()
+
+    restored = _create(local_stack, tenant, token, datastore, restore=backup_id)
+    with _connect(datastore, *_endpoint(restored)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT id, item FROM orders ORDER BY id")
+        assert [tuple(row) for row in cursor.fetchall()] == [(1, "bolt"), (2, "nut"), (3, "washer")]
+
+    _delete(local_stack, tenant, token, source["id"])
+    _delete(local_stack, tenant, token, restored["id"])
+    assert local_stack.call("DELETE", f"/v1.0/{tenant}/backups/{backup_id}", token)[0] == 202
+    local_stack.wait(lambda: local_stack.call("GET", f"/v1.0/{tenant}/backups/{backup_id}", token)[0] == 404,
+                     "the backup to be deleted")
+    assert not Path(shown["locationRef"]).exists()
 
 
 def test_no_password_reaches_an_event_a_notification_a_log_or_a_read_model(local_stack: FullStack) -> None:
