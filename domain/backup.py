@@ -119,6 +119,12 @@ class Backup(Aggregate):
         self.fail_reason = message[:2000]
 
     @property
+    def counted(self) -> bool:
+        """It holds a unit of the tenant's backup quota: it was stored whole, and a delete has not removed it
+        (a delete that failed leaves it stored, and counted)."""
+        return self.checksum is not None and not self.deleted
+
+    @property
     def restorable(self) -> bool:
         return self.status == COMPLETED and not self.deleted and not self.deleting
 

@@ -602,7 +602,7 @@ class TaskManager:
             self.instances.record_backup(backup.id, lambda b: b.record_delete_failed(recorded, reason))
             return Outcome(BACKUP_REMOVAL, None, done=True)
         self.instances.record_backup(backup.id, lambda b: b.record_deleted(recorded) if not b.deleted else None)
-        if backup.status == backups.COMPLETED:
+        if backup.counted:
             self.instances.release_backup_quota(context, backup)
         return Outcome(BACKUP_REMOVAL, None, done=True)
 

@@ -71,3 +71,20 @@ def test_backup_names_and_descriptions_are_checked() -> None:
     with pytest.raises(InvalidRequest):
         backups.validate_description(5)
     assert backups.validate_description(None) is None
+
+
+def test_a_backup_counts_against_the_quota_from_stored_until_deleted_even_after_a_failed_delete() -> None:
+    backup = _backup()
+    backup.record_started(api(), "/backups/t1/b.gz")
+    assert not backup.counted
+    backup.complete(api(), 10, "sha256:" + "0" * 64)
+    assert backup.counted
+    backup.request_delete(api())
+    backup.record_delete_failed(api(), "storage refused")
+    assert backup.status == backups.DELETE_FAILED and backup.counted, "still stored, still counted"
+    backup.request_delete(api())
+    backup.record_deleted(api())
+    assert not backup.counted
+    failed = _backup()
+    failed.fail(api(), "guest gone")
+    assert not failed.counted, "a failed backup's reservation was released when it failed"
