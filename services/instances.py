@@ -263,24 +263,10 @@ class InstanceService(TroveApplication):
 
     def record_backup(self, backup_id: UUID | str, change: Callable[[Backup], Any]) -> Any:
         """Apply ``change`` to the backup and save (the task manager's record of what storage holds)."""
-        def attempt() -> Any:
-            backup = self.get_backup(backup_id)
-            result = change(backup)
-            if backup.pending_events:
-                self.save(backup)
-            return result
-
-        return retrying(attempt)
+        return self._changed(lambda: self.get_backup(backup_id), change)
 
     def release_backup_quota(self, context: OperationContext, backup: Backup) -> None:
-        def attempt() -> None:
-            quota = self.quota(backup.tenant_id)
-            if quota is not None:
-                quota.release_usage(context.recorded(), backup.instance_id, {BACKUPS: 1})
-                self.save(quota)
-
-        with self._quota_writes(backup.tenant_id):
-            retrying(attempt)
+        self._release_usage(context, backup.tenant_id, backup.instance_id, {BACKUPS: 1})
 
     def set_quota_limits(self, context: OperationContext, tenant_id: str, limits: dict[str, int]) -> Quota:
         def attempt() -> Quota:
@@ -296,14 +282,7 @@ class InstanceService(TroveApplication):
 
     def record(self, instance_id: UUID | str, change: Callable[[Instance], Any]) -> Any:
         """Apply ``change`` to the instance and save; retried on a concurrent write."""
-        def attempt() -> Any:
-            instance = self.get(instance_id)
-            result = change(instance)
-            if instance.pending_events:
-                self.save(instance)
-            return result
-
-        return retrying(attempt)
+        return self._changed(lambda: self.get(instance_id), change)
 
     def changes(self) -> InstanceChanges:
         """Changes to several instances, saved together (``InstanceChanges``)."""
@@ -349,15 +328,30 @@ class InstanceService(TroveApplication):
             settlement.finished = True
 
     def release_instance_quota(self, context: OperationContext, instance: Instance) -> None:
+        self._release_usage(context, instance.tenant_id, str(instance.id),
+                            {INSTANCES: 1, VOLUMES: instance.volume_size or 0})
+
+    def _release_usage(self, context: OperationContext, tenant_id: str, instance_id: str,
+                       deltas: dict[str, int]) -> None:
         def attempt() -> None:
-            quota = self.quota(instance.tenant_id)
+            quota = self.quota(tenant_id)
             if quota is not None:
-                quota.release_usage(context.recorded(), str(instance.id),
-                                    {INSTANCES: 1, VOLUMES: instance.volume_size or 0})
+                quota.release_usage(context.recorded(), instance_id, deltas)
                 self.save(quota)
 
-        with self._quota_writes(instance.tenant_id):
+        with self._quota_writes(tenant_id):
             retrying(attempt)
+
+    def _changed(self, load: Callable[[], Any], change: Callable[[Any], T]) -> T:
+        """Load an aggregate, apply ``change`` and save what it recorded; run again on a concurrent write."""
+        def attempt() -> T:
+            aggregate = load()
+            result = change(aggregate)
+            if aggregate.pending_events:
+                self.save(aggregate)
+            return result
+
+        return retrying(attempt)
 
     # ------------------------------------------------------------------------------------------------
 
