@@ -186,11 +186,7 @@ def dump_to(command: Sequence[str | os.PathLike[str]], out: BinaryIO, *, env: Ma
     """Run a dump tool and copy its output into ``out`` as it comes; a failure is a ``DatastoreError`` with
     the tool's own error (``secrets`` blanked out)."""
     with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty stderr cannot stall the dump
-        try:
-            process = subprocess.Popen([os.fspath(part) for part in command], stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=errors, env=dict(env))
-        except FileNotFoundError as exc:
-            raise DatastoreError(f"{what}: {exc.filename} is not installed on this host") from None
+        process = _start_tool(command, what, env=env, errors=errors, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         assert process.stdout is not None
         try:
             while chunk := process.stdout.read(TOOL_CHUNK):
@@ -210,11 +206,7 @@ def load_from(command: Sequence[str | os.PathLike[str]], dump: BinaryIO | Path, 
     """Run a client that reads SQL from its input and feed it ``dump``; a failure is a ``DatastoreError``
     with the client's own error (``secrets`` blanked out)."""
     with tempfile.TemporaryFile() as errors, _readable(dump) as source:
-        try:
-            process = subprocess.Popen([os.fspath(part) for part in command], stdin=subprocess.PIPE,
-                                       stdout=subprocess.DEVNULL, stderr=errors, env=dict(env))
-        except FileNotFoundError as exc:
-            raise DatastoreError(f"{what}: {exc.filename} is not installed on this host") from None
+        process = _start_tool(command, what, env=env, errors=errors, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         assert process.stdin is not None
         try:
             while chunk := source.read(TOOL_CHUNK):
@@ -230,6 +222,15 @@ def load_from(command: Sequence[str | os.PathLike[str]], dump: BinaryIO | Path, 
             status = process.wait()
         if status != 0:
             raise DatastoreError(f"{what} failed (exit {status}): {_tool_error(errors, secrets)}")
+
+
+def _start_tool(command: Sequence[str | os.PathLike[str]], what: str, *, env: Mapping[str, str], errors: BinaryIO,
+                stdin: int, stdout: int) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen([os.fspath(part) for part in command], stdin=stdin, stdout=stdout, stderr=errors,
+                                env=dict(env))
+    except FileNotFoundError as exc:
+        raise DatastoreError(f"{what}: {exc.filename} is not installed on this host") from None
 
 
 @contextlib.contextmanager

@@ -15,10 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import openstack
 import pytest
 import requests_mock
-from openstack.fixture import connection as os_fixture
 
 from adapters.bootstrap import compute_driver
 from adapters.compute.guest_boot import guest_config_writer
@@ -27,8 +25,8 @@ from adapters.settings import SettingsError, load_settings
 from domain.guest_protocol import instance_key
 from guest.config import GuestConfig
 from services.ports import ComputeError, ComputeQuotaExceeded, ServerSpec
+from tests.support.openstack_cloud import AUTH, PROJECT, keystone
 
-PROJECT = "p1"
 INSTANCE = "5f0d7c1e-8a42-4b7e-9d3a-0c6b2e1f4a99"
 SERVER_ID = "a1b2c3d4-0000-4000-8000-000000000001"
 VOLUME_ID = "b2c3d4e5-0000-4000-8000-000000000002"
@@ -40,8 +38,6 @@ CINDER = f"https://block-storage.example.com/v3/{PROJECT}"
 NEUTRON = "https://network.example.com/v2.0"
 GROUP_NAME = f"trove-es-{INSTANCE}"
 SECRET = b"0123456789abcdef0123456789abcdef-deployment-secret"
-AUTH = {"auth_url": "https://identity.example.com", "username": "trove", "password": "not-a-secret",
-        "project_name": "service", "user_domain_name": "Default", "project_domain_name": "Default"}
 SPEC = ServerSpec(instance_id=INSTANCE, name="db1", volume_size=10, image_id=IMAGE, datastore_manager="postgresql",
                   flavor={"id": "f-small", "name": "db.small", "ram": 2048, "vcpus": 1, "disk": 10})
 FLAVORS = {"flavors": [{"id": "f-small", "name": "db.small", "links": []},
@@ -68,26 +64,18 @@ class Cloud:
 
 @contextmanager
 def fake_cloud(cinder_version: str = "3.70", **options: Any) -> Iterator[Cloud]:
-    fixture = os_fixture.ConnectionFixture(project_id=PROJECT)
-    fixture.setUp()
-    with requests_mock.Mocker() as mocker:
-        mocker.get("https://identity.example.com/", json={"version": {
-            "id": "v3", "status": "stable", "links": [{"rel": "self", "href": "https://identity.example.com/v3/"}]}})
-        mocker.post("https://identity.example.com/v3/auth/tokens", json=fixture.v3_token,
-                    headers={"X-Subject-Token": "token"})
+    with keystone() as (mocker, connection):
         mocker.get(f"{NOVA}/", json={"version": {"id": "v2.1", "status": "CURRENT", "min_version": "2.1",
                                                  "version": "2.96", "links": [{"rel": "self", "href": f"{NOVA}/"}]}})
         mocker.get("https://block-storage.example.com/", json={"versions": [{
             "id": "v3.0", "status": "CURRENT", "min_version": "3.0", "version": cinder_version,
             "links": [{"rel": "self", "href": "https://block-storage.example.com/v3/"}]}]})
-        connection = openstack.connection.Connection(region_name="RegionOne", auth=AUTH, identity_api_version="3")
         options.setdefault("networks", [NETWORK])
         options.setdefault("security_group_cidrs", ["203.0.113.0/24", "2001:db8::/32"])
         driver = OpenStackCompute(connection, guest_config=guest_config_writer(
             secret=SECRET, bootstrap_servers="kafka-1:9092", guest_prefix="trove.guest.",
             conductor_topic="trove.conductor", report_interval_s=10.0), **options)
         yield Cloud(mocker, driver)
-    fixture.cleanUp()
 
 
 @pytest.fixture(autouse=True)

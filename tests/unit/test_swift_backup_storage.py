@@ -11,19 +11,16 @@ from urllib.parse import parse_qs, urlsplit
 import openstack
 import pytest
 import requests_mock
-from openstack.fixture import connection as os_fixture
 
 from adapters.backup_storage.swift import SwiftBackupStorage
 from services.ports import BackupStorageError, StoredBackup
+from tests.support.openstack_cloud import PROJECT, keystone
 
-PROJECT = "p1"
 ACCOUNT = f"https://object-store.example.com/v1/{PROJECT}"
 CONTAINER = "trove-es-backups"
 KEY = "configured-temp-url-key"
 LOCATION = f"swift://{CONTAINER}/tenant1/backup1.gz"
 OBJECT = f"{ACCOUNT}/{CONTAINER}/tenant1/backup1.gz"
-AUTH = {"auth_url": "https://identity.example.com", "username": "trove", "password": "not-a-secret",
-        "project_name": "service", "user_domain_name": "Default", "project_domain_name": "Default"}
 
 
 class Swift:
@@ -52,16 +49,8 @@ class Swift:
 
 @pytest.fixture
 def swift() -> Iterator[Swift]:
-    fixture = os_fixture.ConnectionFixture(project_id=PROJECT)
-    fixture.setUp()
-    with requests_mock.Mocker() as mocker:
-        mocker.get("https://identity.example.com/", json={"version": {
-            "id": "v3", "status": "stable", "links": [{"rel": "self", "href": "https://identity.example.com/v3/"}]}})
-        mocker.post("https://identity.example.com/v3/auth/tokens", json=fixture.v3_token,
-                    headers={"X-Subject-Token": "token"})
-        yield Swift(mocker, openstack.connection.Connection(region_name="RegionOne", auth=AUTH,
-                                                            identity_api_version="3"))
-    fixture.cleanUp()
+    with keystone() as (mocker, connection):
+        yield Swift(mocker, connection)
 
 
 def signed_for(url: str, method: str, key: str) -> bool:
