@@ -108,6 +108,8 @@ class InstanceService(TroveApplication):
             instance: Instance = self._load(_uuid(instance_id), copy=to_change)
         except (AggregateNotFoundError, ValueError):
             raise NotFound(f"Instance {instance_id} could not be found.") from None
+        if not isinstance(instance, Instance):  # a backup's id: random like an instance's, but no instance
+            raise NotFound(f"Instance {instance_id} could not be found.")
         if context is not None and not admin and instance.tenant_id != context.tenant_id:
             raise NotFound(f"Instance {instance_id} could not be found.")
         if context is not None and instance.deleted and not include_deleted:

@@ -129,3 +129,19 @@ def test_an_instance_is_created_from_a_completed_backup_only(api: Api) -> None:
     restored = api.post(f"/v1.0/{TENANT}/instances", json={"instance": body})
     assert restored.status_code == 200, restored.text
     assert api.instances.get(restored.json["instance"]["id"]).restore_backup_id == backup["id"]
+
+
+def test_a_backup_id_is_no_instance_and_a_marker_must_be_a_backup_of_the_page(api: Api) -> None:
+    instance = api.create("source")
+    api.make_active(instance["id"])
+    backup = _backup(api, instance["id"])
+    api.projector.catch_up()
+    for path in (f"/v1.0/{TENANT}/instances/{backup['id']}", f"/v1.0/{TENANT}/instances/{backup['id']}/backups",
+                 f"/v1.0/{TENANT}/backups?instance_id={backup['id']}"):
+        assert api.get(path).status_code == 404, path
+    as_instance = api.post(f"/v1.0/{TENANT}/backups", json={"backup": {"name": "x", "instance": backup["id"]}})
+    assert as_instance.status_code == 404 and "itemNotFound" in as_instance.json
+    for marker in (instance["id"], "%00", "x" * 65):
+        result = api.get(f"/v1.0/{TENANT}/backups?marker={marker}")
+        assert result.status_code == 400 and "badRequest" in result.json, marker
+    assert api.get(f"/v1.0/{TENANT}/instances?marker=%00").status_code == 400

@@ -45,6 +45,10 @@ def record_of(backup: Backup) -> BackupRecord:
 def _page(req: falcon.Request, tenant_id: str, backups: BackupQueries, path: str, *,
           instance: str | None = None) -> dict[str, Any]:
     limit, marker = page_parameters(req)
+    if marker is not None:
+        anchor = backups.get(marker)
+        if anchor is None or anchor.tenant_id != tenant_id:
+            raise InvalidRequest("The 'marker' parameter is not a backup id from a previous page.")
     rows = (backups.page(instance_id=instance, limit=limit + 1, marker=marker) if instance is not None
             else backups.page(tenant_id=tenant_id, limit=limit + 1, marker=marker))
     body: dict[str, Any] = {"backups": [views.backup(row) for row in rows[:limit]]}

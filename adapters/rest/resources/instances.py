@@ -40,7 +40,10 @@ def page_parameters(req: falcon.Request) -> tuple[int, str | None]:
             raise InvalidRequest("The 'limit' parameter must be a positive integer.") from None
         if limit < 1:
             raise InvalidRequest("The 'limit' parameter must be a positive integer.")
-    return min(limit, MAX_PAGE_SIZE), req.get_param("marker") or None
+    marker = req.get_param("marker") or None
+    if marker is not None and (len(marker) > 64 or "\x00" in marker):  # no id is; a database refuses NUL
+        raise InvalidRequest("The 'marker' parameter is not an id from a previous page.")
+    return min(limit, MAX_PAGE_SIZE), marker
 
 
 def paged(views_: InstanceViewQueries, tenant_id: str | None, req: falcon.Request, *,
@@ -48,7 +51,7 @@ def paged(views_: InstanceViewQueries, tenant_id: str | None, req: falcon.Reques
     """One page and, when there is more, the marker of the next (asks for one row more than it shows)."""
     limit, marker = page_parameters(req)
     if marker is not None:
-        anchor = views_.get(marker, include_deleted=True) if len(marker) <= 64 else None
+        anchor = views_.get(marker, include_deleted=True)
         if anchor is None or (tenant_id is not None and anchor.tenant_id != tenant_id):
             raise InvalidRequest("The 'marker' parameter is not an instance id from a previous page.")
     rows = views_.page(tenant_id, limit=limit + 1, marker=marker, include_deleted=include_deleted)
