@@ -112,6 +112,7 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
     from adapters.bootstrap import backup_storage, compute_driver, secret_drop, task_manager_engine, usage_auditor
     from adapters.compute.guest_channel import KafkaGuestChannel
     from adapters.kafka.lease import lease_for
+    from adapters.sealed import GuestSealer
     from adapters.secret_files import guest_secret
     from adapters.sql import work_items
     from adapters.sql.engine import read_only
@@ -122,8 +123,8 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
     settings = resolve_bootstrap(settings)
     engine = task_manager_engine(settings)
     instances = _instance_service(settings)
-    guests = KafkaGuestChannel(settings.kafka_bootstrap_servers, settings.topics.guest_prefix,
-                               guest_secret(settings.data_dir))
+    secret = guest_secret(settings.data_dir)
+    guests = KafkaGuestChannel(settings.kafka_bootstrap_servers, settings.topics.guest_prefix, secret)
     compute = compute_driver(settings)
     create_tables(engine, work_items.metadata)
     # The consumer below writes items in its own transactions on ``engine``, beside its offsets.
@@ -132,7 +133,7 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
                           usage_timeout_s=settings.usage_timeout_s,
                           lease=lease_for(engine, settings.task_manager_url, settings.group_id("task-manager")),
                           auditor=usage_auditor(settings, instances), secrets=secret_drop(settings),
-                          backups=backup_storage(settings))
+                          backups=backup_storage(settings), sealer=GuestSealer(secret))
     runner = _process_runner(settings, manager, settings.topics.events, settings.events_partitions,
                              domain_catalog().decode, engine)
     _stop_on_signals(lambda: (runner.stop(), manager.stop()))

@@ -7,10 +7,10 @@ guest agent would, on the conductor topic, using the real guest protocol:
 - ``prepare``: status BUILDING, then after ``action_delay_s`` HEALTHY and an ok result;
 - ``restart`` and ``resize_flavor``: RESTARTING, then HEALTHY and an ok result;
 - ``resize_volume``: an ok result; ``stop``: SHUTDOWN and an ok result;
-- ``backup``: a small simulated dump stored through the guest's own backup stream when the target is a
-  ``file``, and an ok result with the true size and checksum of what was stored;
-- ``prepare`` that restores a backup: its ``file`` source is verified as a guest agent verifies it (size,
-  checksum, gzip), and a missing or corrupt backup fails the prepare with the agent's own message;
+- ``backup``: a small simulated dump stored through the guest's own backup stream (a file, or a signed
+  URL unsealed with the guest's key), and an ok result with the true size and checksum of what was stored;
+- ``prepare`` that restores a backup: its source is fetched and verified as a guest agent verifies it
+  (size, checksum, gzip), and a missing or corrupt backup fails the prepare with the agent's own message;
 - a heartbeat with its current status every ``report_interval_s`` once prepared.
 
 Failures to inject, by instance name: a guest whose name contains ``never_healthy_marker`` (by default
@@ -45,7 +45,7 @@ from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
 from domain import guest_protocol as protocol
 from domain.statuses import SERVER_ACTIVE, SERVER_REBOOT, SERVER_RESIZE, ServiceStatus
-from guest.backup_stream import CHUNK, verified_backup, write_backup
+from guest.backup_stream import CHUNK, opened, opened_restore, verified_backup, write_backup
 from guest.datastore.base import DatastoreError
 from projections.upsert import upsert_statement
 
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 NEVER_HEALTHY_MARKER = "fake-never-healthy"
 PREPARE_FAILS_MARKER = "fake-prepare-fails"
 PREPARE_FAILURE = "The datastore could not be installed: the simulated guest fails its prepare, as its name asks."
-FILE_ONLY = "The simulated guest {} backups only as files; configure local backup storage for the fake compute."
 _LIVE = frozenset({SERVER_ACTIVE, SERVER_REBOOT, SERVER_RESIZE})
 
 metadata = MetaData()
@@ -268,7 +267,7 @@ class FakeGuestFleet:
 
     def _handle(self, guest: SimulatedGuest, offset: int, raw: bytes) -> None:
         try:
-            command = protocol.parse_command(raw, protocol.instance_key(self._secret, guest.instance_id))
+            command = protocol.parse_command(raw, self._key(guest))
         except protocol.GuestProtocolError as exc:
             log.error("guest %s: ignoring malformed command at offset %d: %s", guest.instance_id, offset, exc)
             self._commit(guest, offset)
@@ -293,7 +292,7 @@ class FakeGuestFleet:
                 self._later(guest, lambda: self._fail_prepare(guest, command, offset, PREPARE_FAILURE))
                 return
             restore = command.args.get("restore")
-            unrestorable = None if restore is None else _restore_failure(restore)
+            unrestorable = None if restore is None else _restore_failure(restore, self._key(guest))
             if unrestorable is not None:
                 self._later(guest, lambda: self._fail_prepare(guest, command, offset, unrestorable))
                 return
@@ -335,18 +334,18 @@ class FakeGuestFleet:
         self._commit(guest, offset)
 
     def _backup(self, guest: SimulatedGuest, command: protocol.GuestCommand, offset: int) -> None:
-        target = command.args["target"]
-        if target["kind"] != "file":
-            self._fail(guest, command, FILE_ONLY.format("stores"))
+        dump = f"-- trove-es simulated backup {command.args['backup_id']} of {guest.instance_id}\n".encode()
+        try:
+            size, checksum = write_backup(opened(command.args["target"], self._key(guest)),
+                                          lambda out: out.write(dump))
+        except (DatastoreError, protocol.GuestProtocolError) as exc:
+            self._fail(guest, command, str(exc))
         else:
-            dump = f"-- trove-es simulated backup {command.args['backup_id']} of {guest.instance_id}\n".encode()
-            try:
-                size, checksum = write_backup(target, lambda out: out.write(dump))
-            except DatastoreError as exc:
-                self._fail(guest, command, str(exc))
-            else:
-                self._result(guest, command, {"size": size, "checksum": checksum})
+            self._result(guest, command, {"size": size, "checksum": checksum})
         self._commit(guest, offset)
+
+    def _key(self, guest: SimulatedGuest) -> bytes:
+        return protocol.instance_key(self._secret, guest.instance_id)
 
     def _fail(self, guest: SimulatedGuest, command: protocol.GuestCommand, message: str) -> None:
         self._send(guest, protocol.Result(guest.instance_id, command.method, command.request_id, False,
@@ -362,7 +361,7 @@ class FakeGuestFleet:
 
     def _send(self, guest: SimulatedGuest, value: bytes) -> None:
         assert self._producer is not None
-        signed = protocol.signed(value, protocol.instance_key(self._secret, guest.instance_id))
+        signed = protocol.signed(value, self._key(guest))
         self._producer.send(self._conductor_topic, key=guest.instance_id.encode(), value=signed)
         self._unflushed = True
 
@@ -379,14 +378,12 @@ class FakeGuestFleet:
                                  "next_offset": guest.committed, "updated_at": self._clock()}])
 
 
-def _restore_failure(restore: dict[str, Any]) -> str | None:
+def _restore_failure(restore: dict[str, Any], key: bytes) -> str | None:
     """Why the backup cannot be restored, as a guest agent would say it; None when it is sound."""
-    if restore["source"]["kind"] != "file":
-        return FILE_ONLY.format("reads")
     try:
-        with verified_backup(restore) as dump:
+        with verified_backup(opened_restore(restore, key)) as dump:
             while dump.read(CHUNK):  # to its end: a stored object that is not gzip fails here
                 pass
-    except DatastoreError as exc:
+    except (DatastoreError, protocol.GuestProtocolError) as exc:
         return str(exc)
     return None

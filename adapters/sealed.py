@@ -15,7 +15,7 @@ import hmac
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from domain.guest_protocol import GuestProtocolError
+from domain.guest_protocol import GuestProtocolError, instance_key
 
 
 class SealBroken(GuestProtocolError):
@@ -39,3 +39,13 @@ def unseal(instance_key: bytes, sealed: str) -> str:
     except (InvalidToken, ValueError, UnicodeError):
         raise SealBroken("a sealed secret does not open with this instance's key (sealed for another instance, "
                          "or changed on the way)") from None
+
+
+class GuestSealer:
+    """The ``services.ports.GuestSealer`` port: seals for any instance's guest with the deployment's secret."""
+
+    def __init__(self, deployment_secret: bytes) -> None:
+        self._secret = deployment_secret
+
+    def seal(self, instance_id: str, secret: str) -> str:
+        return seal(instance_key(self._secret, instance_id), secret)

@@ -65,8 +65,10 @@ _COMMAND_ARGS: dict[str, dict[str, type | tuple[type, ...]]] = {
     BACKUP: {"backup_id": str, "target": dict},
 }
 # Where a guest streams a backup to or reads one from (``services.ports.BackupTarget``): ``kind`` is
-# ``file`` (``location`` is a path the guest can write) or ``url`` (a signed URL it PUTs or GETs).
-BACKUP_TARGET_FIELDS = {"kind", "location", "url"}
+# ``file`` (``location`` is a path the guest can write) or ``url`` (a signed URL it PUTs or GETs). The URL
+# is a bearer credential for the object and guest topics keep what they carry, so it travels only sealed
+# for the instance's guest (``sealed_url``, as passwords do); a ``file`` target's is null.
+BACKUP_TARGET_FIELDS = {"kind", "location", "sealed_url"}
 BACKUP_TARGET_KINDS = ("file", "url")
 # A prepare that restores a backup carries ``restore``: the backup's id, where to read it, and the size
 # and checksum it was stored with, which the guest verifies before it loads a byte.
@@ -309,8 +311,9 @@ def _check_target(target: Any, where: str) -> None:
         raise GuestProtocolError(f"{where}.kind must be one of {', '.join(BACKUP_TARGET_KINDS)}")
     if not isinstance(target["location"], str) or not target["location"]:
         raise GuestProtocolError(f"{where}.location must be a non-empty string")
-    if target["kind"] == "url" and (not isinstance(target["url"], str) or not target["url"]):
-        raise GuestProtocolError(f"{where}.url must be the signed URL a url target needs")
+    if target["kind"] == "url" and (not isinstance(target["sealed_url"], str) or not target["sealed_url"]):
+        raise GuestProtocolError(f"{where}.sealed_url must be the signed URL a url target needs, sealed for the "
+                                 "guest")
 
 
 def _check_backup_details(details: dict[str, Any], where: str = "result: backup") -> None:

@@ -35,7 +35,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from adapters.sealed import unseal
 from domain import guest_protocol as protocol
 from domain.statuses import ServiceStatus
-from guest.backup_stream import verified_backup, write_backup
+from guest.backup_stream import opened, opened_restore, verified_backup, write_backup
 from guest.config import AgentState, GuestConfig
 from guest.datastore import DatastoreError, DatastoreManager, NewUser, manager_for
 
@@ -171,7 +171,7 @@ class GuestAgent:
         elif command.method == protocol.BACKUP:
             manager = self.manager()
             with self._beating(manager.status):
-                size, checksum = write_backup(args["target"], manager.backup)
+                size, checksum = write_backup(opened(args["target"], self.config.key), manager.backup)
             log.info("backup %s stored at %s: %d bytes, %s", args["backup_id"], args["target"]["location"], size,
                      checksum)
             return {"size": size, "checksum": checksum}
@@ -204,8 +204,8 @@ class GuestAgent:
         """The backup is fetched and verified first: a missing or corrupt one fails the prepare before the
         datastore is touched. The request's own databases and users are made again after the restore, as
         Trove does, so the backup's users of the same names do not undo the request."""
-        with self._beating(lambda: ServiceStatus.BUILDING), verified_backup(args["restore"],
-                                                                            self.config.run_dir) as dump:
+        with self._beating(lambda: ServiceStatus.BUILDING), verified_backup(
+                opened_restore(args["restore"], self.config.key), self.config.run_dir) as dump:
             manager = self.manager()
             manager.prepare(args["databases"], users)
             manager.restore(dump)

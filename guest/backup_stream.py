@@ -4,9 +4,10 @@ A backup is stored as the gzip of what the datastore's dump tool wrote. Its size
 checksum are those of the *stored* (compressed) bytes, so anyone holding the object (the storage, the
 control plane, a restoring guest) can check it without decompressing it.
 
-A target or source is a ``BACKUP_TARGET_FIELDS`` object: ``file`` (``location`` is a path this guest can
-reach) or ``url`` (a signed URL, PUT to store, GET to fetch). A signed URL's query string is its
-signature: no message, log or error names the URL, only the target's ``location``.
+A target or source arrives as a ``BACKUP_TARGET_FIELDS`` object: ``file`` (``location`` is a path this guest
+can reach) or ``url`` (a signed URL, PUT to store, GET to fetch, sealed for this guest in ``sealed_url``).
+``opened`` unseals it into the ``{kind, location, url}`` the functions here take. A signed URL's query string
+is its signature: no message, log or error names the URL, only the target's ``location``.
 
 Restoring verifies before it loads: the whole object is fetched to a local file (a file source is read
 where it is) and its size and checksum checked against what it was stored with; only then is it
@@ -28,11 +29,25 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
+from adapters.sealed import unseal
 from guest.datastore.base import DatastoreError
 
 CHUNK = 256 * 1024
 HTTP_TIMEOUT_S = 60
 _NEXT = "Restore another backup or take a new one."
+
+
+def opened(target: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+    """A command's target or source with its signed URL unsealed by this guest's ``key``; raises ``SealBroken``
+    when the URL was sealed for another instance or changed."""
+    sealed_url = target.get("sealed_url")
+    return {"kind": target["kind"], "location": target["location"],
+            "url": None if sealed_url is None else unseal(key, sealed_url)}
+
+
+def opened_restore(restore: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+    """A prepare's ``restore`` with its source ``opened``."""
+    return {**restore, "source": opened(restore["source"], key)}
 
 
 class _Sink:

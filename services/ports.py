@@ -153,6 +153,12 @@ class BackupStorage(Protocol):
         ...
 
 
+class GuestSealer(Protocol):
+    """Seals a secret so that only one instance's guest (and the control plane) can open it."""
+
+    def seal(self, instance_id: str, secret: str) -> str: ...
+
+
 class SecretDrop(Protocol):
     """Secrets on their way to one guest, sealed for it, outside the event stream (which keeps everything)."""
 

@@ -58,9 +58,11 @@ from services.instances import InstanceService
 from services.ports import (
     BackupStorage,
     BackupStorageError,
+    BackupTarget,
     ComputeDriver,
     ComputeError,
     GuestChannel,
+    GuestSealer,
     Lease,
     LeaseLost,
     SecretDrop,
@@ -85,6 +87,17 @@ _BACKUP_DELETES = frozenset({"BackupDeleteRequested"})
 _CLOSES = frozenset({"OperationSucceeded", "OperationFailed"})
 _SERVER_IN_TRANSITION = frozenset({SERVER_BUILD, SERVER_REBOOT, SERVER_RESIZE, SERVER_VERIFY_RESIZE})
 _MAX_CHAIN = 12  # steps one worker runs back to back before giving others a turn
+
+
+def sealed_target(target: BackupTarget, instance_id: str, sealer: GuestSealer | None) -> dict[str, Any]:
+    """``target`` as a guest command carries it (``protocol.BACKUP_TARGET_FIELDS``): a signed URL, which
+    lets whoever reads it fetch or overwrite the backup, only sealed for the instance's guest."""
+    sealed_url = None
+    if target.url is not None:
+        if sealer is None:
+            raise ValueError("a signed backup URL cannot go to a guest without a sealer for it")
+        sealed_url = sealer.seal(instance_id, target.url)
+    return {"kind": target.kind, "location": target.location, "sealed_url": sealed_url}
 
 
 def local_ip() -> str:
@@ -112,9 +125,10 @@ class TaskManager:
                  workers: int = 8, poll_s: float = 0.05, compute_poll_s: float = 0.1, recheck_s: float = 5.0,
                  server_ip: str | None = None, clock: Callable[[], float] = time.time,
                  auditor: UsageAuditor | None = None, secrets: SecretDrop | None = None,
-                 backups: BackupStorage | None = None) -> None:
+                 backups: BackupStorage | None = None, sealer: GuestSealer | None = None) -> None:
         self.instances = instances
         self._backups = backups  # where guests stream backups to; without one, a backup fails at once
+        self._sealer = sealer  # seals a backup's signed URL for its guest
         self._secrets = secrets  # a create's users' passwords, sealed for its guest by the API
         self._auditor = auditor  # ends the periodic notifications' audit periods, while this one drives
         self.compute = compute
@@ -478,7 +492,7 @@ class TaskManager:
             return self._park(item)
         users = initial_users(item.detail.get("users"))
         passwords = self._secrets.sealed(item.instance_id, item.request_id) if self._secrets and users else {}
-        restore = self._restore_of(instance)
+        restore = self._restore_of(item.instance_id, instance)
         self.guests.send(protocol.prepare(
             item.instance_id, item.request_id, self._clock(), datastore=instance.datastore,
             datastore_version=instance.datastore_version, databases=item.detail.get("databases", []),
@@ -488,7 +502,7 @@ class TaskManager:
             manager=instance.datastore_manager, restore=restore))
         return self._awaiting_healthy(item)
 
-    def _restore_of(self, instance: Instance) -> dict[str, Any] | None:
+    def _restore_of(self, instance_id: str, instance: Instance) -> dict[str, Any] | None:
         """What a guest needs to build from the instance's backup: where to read it and what it must be.
 
         A backup deleted or gone since the create was accepted still goes to the guest as it was
@@ -500,9 +514,8 @@ class TaskManager:
         if self._backups is None or backup.location is None or backup.checksum is None:
             raise NotFound(f"Backup {backup.id} has nothing stored to restore.")
         source = self._backups.download_target(backup.location)
-        return {"backup_id": str(backup.id), "size": backup.size,
-                "checksum": backup.checksum,
-                "source": {"kind": source.kind, "location": source.location, "url": source.url}}
+        return {"backup_id": str(backup.id), "size": backup.size, "checksum": backup.checksum,
+                "source": sealed_target(source, instance_id, self._sealer)}
 
     def _awaiting_healthy(self, item: WorkItem) -> Outcome:
         # The guest's status ends the build where it is recorded; this step wakes for what that misses
@@ -558,9 +571,8 @@ class TaskManager:
         self.instances.record_backup(backup_id, started)
         self.guests.ensure(item.instance_id)
         self.guests.send(protocol.command(protocol.BACKUP, item.instance_id, item.request_id, self._clock(),
-                                          backup_id=backup_id, target={"kind": target.kind,
-                                                                       "location": target.location,
-                                                                       "url": target.url}))
+                                          backup_id=backup_id,
+                                          target=sealed_target(target, item.instance_id, self._sealer)))
         return Outcome(AWAIT_CLOSE, item.deadline)
 
     def _finish_backup(self, item: WorkItem, context: OperationContext) -> bool:

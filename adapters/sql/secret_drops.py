@@ -13,10 +13,9 @@ from collections.abc import Callable, Mapping
 
 from sqlalchemy import Column, Engine, Float, MetaData, String, Table, Text, delete, select
 
-from adapters.sealed import seal
+from adapters.sealed import GuestSealer
 from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
-from domain.guest_protocol import instance_key
 from projections.upsert import upsert_statement
 
 metadata = MetaData()
@@ -41,7 +40,7 @@ class SqlSecretDrops:
                  clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
         self._reader = read_only(engine)
-        self._secret = deployment_secret
+        self._sealer = GuestSealer(deployment_secret)
         self._max_age_s = max_age_s
         self._clock = clock
         create_tables(engine, metadata)
@@ -49,10 +48,9 @@ class SqlSecretDrops:
     def put(self, instance_id: str, request_id: str, passwords: Mapping[str, str]) -> None:
         if not passwords:
             return
-        key = instance_key(self._secret, instance_id)
         now = self._clock()
-        rows = [{"instance_id": instance_id, "request_id": request_id, "name": name,
-                 "sealed": seal(key, password), "dropped_at": now} for name, password in passwords.items()]
+        rows = [{"instance_id": instance_id, "request_id": request_id, "name": name, "dropped_at": now,
+                 "sealed": self._sealer.seal(instance_id, password)} for name, password in passwords.items()]
         with self._engine.begin() as connection:
             connection.execute(upsert_statement(connection, guest_secret_drops, ["instance_id", "request_id", "name"],
                                                 ["sealed", "dropped_at"]), rows)

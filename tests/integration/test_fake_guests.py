@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,13 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from adapters.compute.fake import FakeCompute
 from adapters.guest_sim import HEALTHY, TOPIC_RECHECK_S, FakeGuestFleet, SimulatedGuest
 from adapters.kafka.broker import EmbeddedBroker
+from adapters.sealed import GuestSealer
 from adapters.sql.engine import create_sql_engine
 from domain import guest_protocol as protocol
 from domain.guest_protocol import Heartbeat, Result
-from services.ports import ServerSpec
+from services.ports import BackupTarget, ServerSpec
+from services.task_manager import sealed_target
+from tests.support.url_storage import SIGNATURE, Storage, serving
 
 pytestmark = pytest.mark.integration
 
@@ -75,23 +79,34 @@ class RecordingProducer:
         pass
 
 
-def test_a_simulated_guest_stores_a_backup_and_verifies_one_before_it_restores(tmp_path: Path) -> None:
-    engine = create_sql_engine(f"sqlite:///{tmp_path}/fake_cloud.db")
-    secret = b"test secret"
-    key = protocol.instance_key(secret, "inst-1")
-    fleet = FakeGuestFleet(compute=FakeCompute(engine), engine=engine, bootstrap_servers="unused:9092",
-                           guest_prefix="test.guest.", conductor_topic="test.conductor", secret=secret)
-    producer = RecordingProducer()
-    fleet._producer = producer  # type: ignore[assignment]
-    guest = SimulatedGuest("inst-1", "db", "test.guest.inst-1", status=HEALTHY)
+SECRET = b"test secret"
 
-    def handle(command: protocol.GuestCommand) -> list[Any]:
-        producer.sent.clear()
-        fleet._handle(guest, guest.committed, protocol.signed(command.to_json(), key))
-        return [protocol.parse_guest_message(value, lambda _: key) for value in producer.sent]
+
+class OneGuest:
+    """A fleet of one simulated guest, fed signed commands directly; its answers are kept, not produced."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.engine = create_sql_engine(f"sqlite:///{tmp_path}/fake_cloud.db")
+        self.key = protocol.instance_key(SECRET, "inst-1")
+        self.fleet = FakeGuestFleet(compute=FakeCompute(self.engine), engine=self.engine,
+                                    bootstrap_servers="unused:9092", guest_prefix="test.guest.",
+                                    conductor_topic="test.conductor", secret=SECRET)
+        self.producer = RecordingProducer()
+        self.fleet._producer = self.producer  # type: ignore[assignment]
+        self.guest = SimulatedGuest("inst-1", "db", "test.guest.inst-1", status=HEALTHY)
+
+    def handle(self, command: protocol.GuestCommand) -> list[Any]:
+        self.producer.sent.clear()
+        self.fleet._handle(self.guest, self.guest.committed, protocol.signed(command.to_json(), self.key))
+        return [protocol.parse_guest_message(value, lambda _: self.key) for value in self.producer.sent]
+
+
+def test_a_simulated_guest_stores_a_backup_and_verifies_one_before_it_restores(tmp_path: Path) -> None:
+    one = OneGuest(tmp_path)
+    engine, guest, handle = one.engine, one.guest, one.handle
 
     location = tmp_path / "backups" / "b-1.gz"
-    target = {"kind": "file", "location": str(location), "url": None}
+    target = {"kind": "file", "location": str(location), "sealed_url": None}
     (result,) = handle(protocol.command(protocol.BACKUP, "inst-1", "req-backup", 1.0, backup_id="b-1",
                                         target=target))
     stored = location.read_bytes()
@@ -116,3 +131,44 @@ def test_a_simulated_guest_stores_a_backup_and_verifies_one_before_it_restores(t
     (missing,) = [m for m in prepare("req-missing") if isinstance(m, Result)]
     assert not missing.ok and missing.message.startswith(f"Backup b-1 is not in backup storage ({location})")
     engine.dispose()
+
+
+@pytest.fixture
+def url_storage() -> Iterator[Storage]:
+    with serving() as server:
+        yield server
+
+
+def test_a_signed_url_reaches_the_guest_only_sealed_and_only_that_guest_opens_it(tmp_path: Path,
+                                                                                  url_storage: Storage) -> None:
+    storage = url_storage
+    one = OneGuest(tmp_path)
+    sealer = GuestSealer(SECRET)
+    url = storage.url("t/b-1.gz")
+    target = sealed_target(BackupTarget("url", "swift://backups/t/b-1.gz", url), "inst-1", sealer)
+    command = protocol.command(protocol.BACKUP, "inst-1", "req-backup", 1.0, backup_id="b-1", target=target)
+    wire = protocol.signed(command.to_json(), one.key)
+    assert SIGNATURE.split("&")[0] not in wire.decode() and url not in wire.decode(), "the URL is never in clear"
+
+    (result,) = one.handle(command)
+    assert isinstance(result, Result) and result.ok, result.message
+    stored = storage.objects["/v1/AUTH_t/backups/t/b-1.gz"]
+    assert result.details == {"size": len(stored), "checksum": f"sha256:{hashlib.sha256(stored).hexdigest()}"}
+
+    source = sealed_target(BackupTarget("url", "swift://backups/t/b-1.gz", storage.url("t/b-1.gz")), "inst-1",
+                           sealer)
+    one.guest.status = "new"
+    restored = [m for m in one.handle(protocol.prepare(
+        "inst-1", "req-restore", 1.0, datastore="mysql", datastore_version="8.0", databases=[], users=[],
+        volume_size=1, restore={"backup_id": "b-1", "source": source, **result.details})) if isinstance(m, Result)]
+    assert [r.ok for r in restored] == [True]
+
+    elsewhere = sealed_target(BackupTarget("url", "swift://backups/t/b-2.gz", storage.url("t/b-2.gz")), "inst-2",
+                              sealer)
+    (refused,) = one.handle(protocol.command(protocol.BACKUP, "inst-1", "req-other", 1.0, backup_id="b-2",
+                                             target=elsewhere))
+    assert not refused.ok and "does not open with this instance's key" in refused.message
+    assert "/v1/AUTH_t/backups/t/b-2.gz" not in storage.objects
+    with pytest.raises(ValueError, match="without a sealer"):
+        sealed_target(BackupTarget("url", "swift://backups/t/b-1.gz", url), "inst-1", None)
+    one.engine.dispose()

@@ -470,7 +470,7 @@ def test_a_backup_is_streamed_to_its_target_while_heartbeats_go_on_and_another_i
         connection.execute("INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 3000) g")
 
     location = guest.root / "backups" / "b-1.gz"
-    target = {"kind": "file", "location": str(location), "url": None}
+    target = {"kind": "file", "location": str(location), "sealed_url": None}
     since = len(guest.conductor.poll())
     result = guest.conductor.result(guest.send(protocol.BACKUP, backup_id="b-1", target=target))
     assert result.ok, f"backup failed: {result.message}\n" + "\n".join(result.traceback)
@@ -498,7 +498,7 @@ def test_a_prepare_from_a_corrupt_or_missing_backup_fails_before_the_datastore_i
     location.write_bytes(gzip.compress(b"SELECT 1;\n"))
     stored = location.read_bytes()
     checksum = f"sha256:{hashlib.sha256(stored).hexdigest()}"
-    source = {"kind": "file", "location": str(location), "url": None}
+    source = {"kind": "file", "location": str(location), "sealed_url": None}
     location.write_bytes(stored[:-1] + bytes([stored[-1] ^ 0x01]))  # one byte changed in storage
     guest.start_agent()
 

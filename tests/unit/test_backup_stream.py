@@ -5,9 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import stat
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -15,72 +13,15 @@ import pytest
 
 from guest.backup_stream import verified_backup, write_backup
 from guest.datastore.base import DatastoreError
+from tests.support.url_storage import SIGNATURE, Storage, serving
 
-SIGNATURE = "temp_url_sig=0123456789abcdef-secret&temp_url_expires=1700000000"
 DUMP = b"".join(b"INSERT INTO t VALUES (%d, 'row number %d');\n" % (n, n) for n in range(50_000))
-
-
-class Storage(ThreadingHTTPServer):
-    """Objects by path, PUT with a chunked body and fetched by GET; ``refuse`` answers every request so."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.objects: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
-        self.refuse: int | None = None
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1/AUTH_t/backups/{name}?{SIGNATURE}"
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: Storage
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
-    def do_PUT(self) -> None:
-        self.server.requests.append(("PUT", self.path, dict(self.headers)))
-        if self.server.refuse is not None:
-            self.send_response(self.server.refuse)
-            self.send_header("Content-Length", "0")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            return
-        body = bytearray()
-        while True:  # http.server does not decode a chunked body itself
-            size = int(self.rfile.readline().strip(), 16)
-            if size == 0:
-                self.rfile.readline()
-                break
-            body += self.rfile.read(size)
-            self.rfile.readline()
-        self.server.objects[self.path.split("?")[0]] = bytes(body)
-        self.send_response(201)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_GET(self) -> None:
-        self.server.requests.append(("GET", self.path, dict(self.headers)))
-        found = self.server.objects.get(self.path.split("?")[0])
-        status = self.server.refuse or (200 if found is not None else 404)
-        body = found if status == 200 and found is not None else b""
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
 
 @pytest.fixture
 def storage() -> Iterator[Storage]:
-    server = Storage()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving() as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def produce(data: bytes = DUMP):

@@ -168,10 +168,10 @@ def test_a_guest_fault_round_trips_and_only_known_conditions_are_read() -> None:
 def test_a_backup_command_names_its_target_and_its_result_says_what_arrived() -> None:
     from domain import guest_protocol as gp
 
-    target = {"kind": "file", "location": "/backups/t1/b1.gz", "url": None}
+    target = {"kind": "file", "location": "/backups/t1/b1.gz", "sealed_url": None}
     sent = gp.command(gp.BACKUP, "i-1", "req-1", 1.0, backup_id="b1", target=target)
     assert gp.parse_command(gp.signed(sent.to_json(), KEY), KEY).args["target"] == target
-    with pytest.raises(gp.GuestProtocolError, match=r"target\.url"):
+    with pytest.raises(gp.GuestProtocolError, match=r"target\.sealed_url"):
         gp.command(gp.BACKUP, "i-1", "req-1", 1.0, backup_id="b1", target={**target, "kind": "url"})
     done = gp.Result("i-1", gp.BACKUP, "req-1", True, 2.0, details={"size": 10, "checksum": "sha256:" + "a" * 64})
     parsed = gp.parse_guest_message(gp.signed(done.to_json(), KEY), lambda _id: KEY)
@@ -184,7 +184,7 @@ def test_a_backup_command_names_its_target_and_its_result_says_what_arrived() ->
 def test_a_prepare_that_restores_carries_the_backups_source_size_and_checksum() -> None:
     from domain import guest_protocol as gp
 
-    restore = {"backup_id": "b1", "source": {"kind": "file", "location": "/backups/t1/b1.gz", "url": None},
+    restore = {"backup_id": "b1", "source": {"kind": "file", "location": "/backups/t1/b1.gz", "sealed_url": None},
                "size": 10, "checksum": "sha256:" + "0" * 64}
     built = gp.prepare("i-1", "req-1", 1.0, datastore="postgresql", datastore_version="15", databases=[], users=[],
                        volume_size=1, restore=restore)
