@@ -158,7 +158,8 @@ def cmd_conductor(settings: Settings, _args: argparse.Namespace) -> int:
 
     settings = resolve_bootstrap(settings)
     instances = _instance_service(settings)
-    conductor = Conductor(instances, guest_ledger.SqlGuestLedger(), secret=guest_secret(settings.data_dir))
+    conductor = Conductor(instances, guest_ledger.SqlGuestLedger(), secret=guest_secret(settings.data_dir),
+                          progress_every_s=settings.report_interval_s)
     engine = read_model_engine(settings)  # heartbeats are joined into the instance view's reads
     create_tables(engine, guest_ledger.metadata)
     runner = _process_runner(settings, conductor, settings.topics.conductor, settings.conductor_partitions,

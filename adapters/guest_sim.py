@@ -8,7 +8,8 @@ guest agent would, on the conductor topic, using the real guest protocol:
 - ``restart`` and ``resize_flavor``: RESTARTING, then HEALTHY and an ok result;
 - ``resize_volume``: an ok result; ``stop``: SHUTDOWN and an ok result;
 - ``backup``: a small simulated dump stored through the guest's own backup stream (a file, or a signed
-  URL unsealed with the guest's key), and an ok result with the true size and checksum of what was stored;
+  URL unsealed with the guest's key), one progress report, and an ok result with the true size and
+  checksum of what was stored;
 - ``prepare`` that restores a backup: its source is fetched and verified as a guest agent verifies it
   (size, checksum, gzip), and a missing or corrupt backup fails the prepare with the agent's own message;
 - a heartbeat with its current status every ``report_interval_s`` once prepared.
@@ -341,6 +342,9 @@ class FakeGuestFleet:
         except (DatastoreError, protocol.GuestProtocolError) as exc:
             self._fail(guest, command, str(exc))
         else:
+            # A dump this small is stored before a guest's first report: one progress, then the result.
+            self._send(guest, protocol.Progress(guest.instance_id, command.method, command.request_id, size,
+                                                self._clock()).to_json())
             self._result(guest, command, {"size": size, "checksum": checksum})
         self._commit(guest, offset)
 

@@ -36,7 +36,7 @@ PROTOCOL_VERSION = 1
 
 PREPARE, RESTART, RESIZE_VOLUME, RESIZE_FLAVOR, STOP = "prepare", "restart", "resize_volume", "resize_flavor", "stop"
 BACKUP = "backup"
-HEARTBEAT, RESULT, FAULT = "heartbeat", "result", "fault"
+HEARTBEAT, RESULT, FAULT, PROGRESS = "heartbeat", "result", "fault", "progress"
 VOLUME_FULL = "volume_full"  # a guest fault: the datastore refuses writes until the volume is resized
 
 # Arguments each command must carry, with their JSON types.
@@ -196,7 +196,31 @@ class GuestFault:
                       "sent_at": self.sent_at})
 
 
-GuestMessage = Heartbeat | Result | GuestFault
+@dataclass(frozen=True)
+class Progress:
+    """How far a running command has come: ``stored_bytes`` of a backup stored so far. A guest sends it
+    beside its heartbeats while the command runs; the command's result, not this, says how it ended."""
+
+    instance_id: str
+    command: str  # the running command's method (only ``PROGRESSING`` commands report progress)
+    request_id: str
+    stored_bytes: int
+    sent_at: float
+    version: int = PROTOCOL_VERSION
+
+    @property
+    def method(self) -> str:
+        return f"{PROGRESS}/{self.command}"  # ordered apart from the command's result
+
+    def to_json(self) -> bytes:
+        return _dump({"version": self.version, "kind": PROGRESS, "instance_id": self.instance_id,
+                      "command": self.command, "request_id": self.request_id, "stored_bytes": self.stored_bytes,
+                      "sent_at": self.sent_at})
+
+
+PROGRESSING = frozenset({BACKUP})
+
+GuestMessage = Heartbeat | Result | GuestFault | Progress
 
 
 # Builders: what the task manager sends -------------------------------------------------------------
@@ -370,7 +394,14 @@ def parse_guest_message(raw: bytes | str, key_for: KeyFor) -> GuestMessage:
         if not isinstance(message, str) or len(message) > 2000:
             raise GuestProtocolError("fault: message must be a string of at most 2000 characters")
         return GuestFault(instance_id, condition, active, message, _sent_at(body), body["version"])
-    raise GuestProtocolError(f"unknown message kind {kind!r}; expected heartbeat, result or fault")
+    if kind == PROGRESS:
+        command, stored = body.get("command"), body.get("stored_bytes")
+        if command not in PROGRESSING:
+            raise GuestProtocolError(f"progress: command must be one of {', '.join(sorted(PROGRESSING))}")
+        if isinstance(stored, bool) or not isinstance(stored, int) or stored < 0:
+            raise GuestProtocolError("progress: stored_bytes must be a non-negative integer")
+        return Progress(instance_id, command, _string(body, "request_id"), stored, _sent_at(body), body["version"])
+    raise GuestProtocolError(f"unknown message kind {kind!r}; expected heartbeat, result, fault or progress")
 
 
 def _load(raw: bytes | str) -> dict[str, Any]:

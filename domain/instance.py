@@ -257,6 +257,21 @@ class Instance(Aggregate):
         self.operation = {"name": operation, "request_id": context["request_id"], "context": context,
                           "backup_id": backup_id}
 
+    def report_backup_progress(self, context: Context, backup_id: str, stored_bytes: int) -> bool:
+        """Record how much of its running backup the guest has stored; False (nothing recorded) when that
+        backup is not running or the figure is no news."""
+        if not self.backup_running or self.operation is None or self.operation["backup_id"] != backup_id:
+            return False
+        if stored_bytes <= self.operation.get("stored_bytes", -1):
+            return False
+        self._backup_progressed(context, backup_id, stored_bytes)
+        return True
+
+    @event("BackupProgressed")
+    def _backup_progressed(self, context: Context, backup_id: str, stored_bytes: int) -> None:
+        assert self.operation is not None
+        self.operation = {**self.operation, "stored_bytes": stored_bytes}
+
     @event("BackupTaken")
     def record_backup_taken(self, context: Context, backup_id: str, size: int, checksum: str) -> None:
         """What the guest stored for the backup (bytes and ``sha256:<hex>`` of them), before it succeeds."""
@@ -380,5 +395,5 @@ INSTANCE_EVENTS: tuple[type, ...] = (
     Instance.VolumeResized, Instance.FlavorResizeRequested, Instance.FlavorResized, Instance.Renamed,
     Instance.StatusReset, Instance.DeleteRequested, Instance.Deleted, Instance.OperationSucceeded,
     Instance.OperationFailed, Instance.GuestChangeRequested, Instance.GuestFaultReported, Instance.GuestFaultCleared,
-    Instance.BackupRequested, Instance.BackupTaken, Instance.RestorePointChosen,
+    Instance.BackupRequested, Instance.BackupProgressed, Instance.BackupTaken, Instance.RestorePointChosen,
 )

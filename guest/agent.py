@@ -45,6 +45,25 @@ GIB = 1024 ** 3
 ManagerFactory = Callable[[str, Any, str], DatastoreManager]
 
 
+
+class _StoredSoFar:
+    """The bytes of a running backup stored so far: counted by the stream, reported by the heartbeat thread."""
+
+    def __init__(self) -> None:
+        self._bytes = 0
+        self._reported = 0
+
+    def update(self, stored_bytes: int) -> None:
+        self._bytes = stored_bytes  # one int rebound: safe to read from the other thread
+
+    def news(self) -> int | None:
+        """The bytes stored, when more than last reported."""
+        current = self._bytes
+        if current <= self._reported:
+            return None
+        self._reported = current
+        return current
+
 class GuestAgent:
     def __init__(self, config: GuestConfig, *, managers: ManagerFactory = manager_for,
                  clock: Callable[[], float] = time.time) -> None:
@@ -170,8 +189,10 @@ class GuestAgent:
             self._heartbeat()
         elif command.method == protocol.BACKUP:
             manager = self.manager()
-            with self._beating(manager.status):
-                size, checksum = write_backup(opened(args["target"], self.config.key), manager.backup)
+            stored = _StoredSoFar()
+            with self._beating(manager.status, lambda: self._report_progress(command, stored)):
+                size, checksum = write_backup(opened(args["target"], self.config.key), manager.backup,
+                                              stored.update)
             log.info("backup %s stored at %s: %d bytes, %s", args["backup_id"], args["target"]["location"], size,
                      checksum)
             return {"size": size, "checksum": checksum}
@@ -212,10 +233,18 @@ class GuestAgent:
             manager.create_databases(args["databases"])
             manager.create_users(users)
 
+    def _report_progress(self, command: protocol.GuestCommand, stored: _StoredSoFar) -> None:
+        news = stored.news()
+        if news is not None:
+            self._send(protocol.Progress(self.config.instance_id, command.method, command.request_id, news,
+                                         self._clock()).to_json())
+
     @contextlib.contextmanager
-    def _beating(self, status: Callable[[], ServiceStatus]) -> Iterator[None]:
-        """Heartbeats of ``status`` from a thread of their own while a long command runs. The thread is gone
-        before the command's result is sent, so no heartbeat of the command's follows its result."""
+    def _beating(self, status: Callable[[], ServiceStatus],
+                 progress: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Heartbeats of ``status``, each followed by the command's ``progress``, from a thread of their own while
+        a long command runs. The thread is gone before the command's result is sent, so nothing of the
+        command's follows its result."""
         stop = threading.Event()
 
         def beat() -> None:
@@ -226,6 +255,7 @@ class GuestAgent:
                     log.error("could not probe the datastore: %s", exc)
                     current = ServiceStatus.UNKNOWN
                 self._send_status(current)  # the producer is thread-safe
+                progress()
 
         thread = threading.Thread(target=beat, name=f"heartbeats-{self.config.instance_id}", daemon=True)
         thread.start()

@@ -53,8 +53,9 @@ def opened_restore(restore: Mapping[str, Any], key: bytes) -> dict[str, Any]:
 class _Sink:
     """Where compressed bytes go: counted and hashed as stored, and passed on in chunks."""
 
-    def __init__(self, send: Callable[[bytes], None]) -> None:
+    def __init__(self, send: Callable[[bytes], None], on_stored: Callable[[int], None]) -> None:
         self._send = send
+        self._on_stored = on_stored
         self._buffer = bytearray()
         self._digest = hashlib.sha256()
         self.size = 0
@@ -70,20 +71,22 @@ class _Sink:
             chunk = bytes(self._buffer)
             self._buffer.clear()
             self._digest.update(chunk)
-            self.size += len(chunk)
             self._send(chunk)
+            self.size += len(chunk)
+            self._on_stored(self.size)
 
     @property
     def checksum(self) -> str:
         return f"sha256:{self._digest.hexdigest()}"
 
 
-def write_backup(target: Mapping[str, Any], produce: Callable[[BinaryIO], None]) -> tuple[int, str]:
+def write_backup(target: Mapping[str, Any], produce: Callable[[BinaryIO], None],
+                 on_stored: Callable[[int], None] = lambda _size: None) -> tuple[int, str]:
     """Store what ``produce`` writes (to the binary stream it is given) at ``target``, gzip-compressed;
-    the size and checksum of the stored bytes."""
+    the size and checksum of the stored bytes. ``on_stored`` hears the bytes sent so far, chunk by chunk."""
     opener = _file_writer if target["kind"] == "file" else _url_writer
     with opener(target) as send:
-        sink = _Sink(send)
+        sink = _Sink(send, on_stored)
         # mtime 0: the same dump always compresses to the same bytes.
         with gzip.GzipFile(fileobj=sink, mode="wb", mtime=0) as compressed:
             produce(compressed)

@@ -86,6 +86,14 @@ def apply_backup_event(event: PublicEvent, session: Session) -> None:
                     .values(**changes, updated_at=event.occurred_at, version=event.version))
 
 
+def apply_backup_progress(event: PublicEvent, session: Session) -> None:
+    """The guest's progress (an instance's ``BackupProgressed``) shows as the backup's ``updated`` moving on:
+    Trove's body has no progress of its own. The row's version stays the Backup's."""
+    table = backup_view
+    session.execute(update(table).where(table.c.id == event.data["backup_id"], table.c.status == backups.BUILDING)
+                    .values(updated_at=event.occurred_at))
+
+
 @dataclass(frozen=True)
 class BackupRecord:
     id: str

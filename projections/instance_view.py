@@ -41,7 +41,7 @@ from domain.catalog import domain_catalog
 from domain.instance import DELETE, INSTANCE_EVENTS, Instance
 from domain.public_events import EventCatalog, PublicEvent
 from domain.statuses import ServiceStatus, TaskStatus, operating_status, visible_status
-from projections.backup_view import BACKUP_EVENT_TYPES, apply_backup_event, backup_view
+from projections.backup_view import BACKUP_EVENT_TYPES, apply_backup_event, apply_backup_progress, backup_view
 from projections.guest_heartbeats import guest_heartbeats
 from projections.prepared import PreparedRead, json_value
 
@@ -120,6 +120,8 @@ class InstanceView:
         if event.type in BACKUP_EVENT_TYPES:
             apply_backup_event(event, session)
             return
+        if event.type == "BackupProgressed":
+            apply_backup_progress(event, session)
         if event.type not in self._types:
             return
         data = event.data

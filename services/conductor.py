@@ -7,6 +7,8 @@
   request_id and is the one the command serves, so a redelivered or late result does nothing.
   A successful ``prepare`` closes nothing: a build ends on the guest's reported status, in the
   same save that records it (``Instance.change_service_status``).
+- A progress report of a running backup becomes a ``BackupProgressed`` event, at most one per
+  ``progress_every_s`` of the guest's clock for each instance, however often the guest reports.
 - A message older (by the guest's ``sent_at``) than the last one seen for the same
   (instance, method) is dropped, so a delayed heartbeat cannot roll a status back.
 
@@ -36,7 +38,7 @@ from domain.backup import BACKUP_CREATE
 from domain.context import OperationContext
 from domain.datastore_objects import GUEST_OPERATIONS
 from domain.errors import NotFound
-from domain.guest_protocol import GuestFault, GuestMessage, Heartbeat, Result
+from domain.guest_protocol import GuestFault, GuestMessage, Heartbeat, Progress, Result
 from domain.instance import CREATE, RESIZE_FLAVOR, RESIZE_VOLUME, RESTART, Instance
 from domain.statuses import ServiceStatus
 from services.instances import InstanceChanges, InstanceService
@@ -60,6 +62,8 @@ class ConductorStats:
     reconciled: int = 0  # heartbeats checked against the aggregate (a load)
     status_changes: int = 0
     operations_closed: int = 0
+    progress_recorded: int = 0
+    progress_skipped: int = 0  # too soon after the last one recorded, or no news
     unknown_instances: int = 0
     unauthenticated: int = 0  # refused: unsigned, or not signed with their instance's key
 
@@ -68,9 +72,11 @@ class Conductor:
     name = "conductor"
 
     def __init__(self, instances: InstanceService, ledger: GuestLedger, *, secret: bytes, reconcile_s: float = 60.0,
-                 server_ip: str | None = None, clock: Callable[[], float] = time.time) -> None:
+                 progress_every_s: float = 10.0, server_ip: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         """``secret``: the deployment's guest secret; a message counts only if signed with its instance's key."""
         self.instances = instances
+        self.progress_every_s = progress_every_s
         self._secret = secret
         self.ledger = ledger
         self.reconcile_s = reconcile_s
@@ -118,6 +124,13 @@ class Conductor:
                 beats[message.instance_id] = GuestLiveness(message.instance_id, message.service_status,
                                                            last_seen_at=self._clock(), sent_at=message.sent_at,
                                                            volume_used_bytes=message.volume_used_bytes)
+            elif isinstance(message, Progress):
+                if previous is not None and message.sent_at - previous.sent_at < self.progress_every_s:
+                    self.stats.progress_skipped += 1
+                    continue
+                if not self._progress(message, instances):
+                    continue
+                row = LastSeen(message.instance_id, message.method, message.sent_at)
             elif isinstance(message, GuestFault):
                 if not self._guest_fault(message, instances):
                     continue
@@ -192,6 +205,26 @@ class Conductor:
             log.warning("result from unknown instance %s dropped", result.instance_id)
             return False
         return True
+
+    def _progress(self, progress: Progress, instances: InstanceChanges) -> bool:
+        """Record the progress on the running backup it reports; False when nothing was recorded."""
+        def change(instance: Instance) -> bool:
+            if not instance.operation_open(progress.request_id) or not instance.backup_running:
+                return False
+            assert instance.operation is not None
+            return instance.report_backup_progress(self._context(instance), instance.operation["backup_id"],
+                                                   progress.stored_bytes)
+
+        try:
+            recorded = instances.apply(progress.instance_id, change)
+        except NotFound:
+            self.stats.unknown_instances += 1
+            return False
+        if recorded:
+            self.stats.progress_recorded += 1
+        else:
+            self.stats.progress_skipped += 1
+        return recorded
 
     def _guest_fault(self, fault: GuestFault, instances: InstanceChanges) -> bool:
         """Record a condition the guest raised or cleared; False when the instance is unknown."""

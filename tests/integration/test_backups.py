@@ -45,6 +45,9 @@ def test_a_backup_is_taken_stored_whole_and_deleted(side: WriteSide) -> None:
     assert stored.is_relative_to(side.settings.data_dir / "backups" / TENANT)
     assert taken.size == stored.stat().st_size
     assert taken.checksum == "sha256:" + hashlib.sha256(stored.read_bytes()).hexdigest()
+    progressed = [e for e in side.events(instance_id) if type(e).__name__ == "BackupProgressed"]
+    assert [(e.backup_id, e.stored_bytes) for e in progressed] == [(str(backup.id), taken.size)], \
+        "the guest's progress came back through the conductor as an event"
     side.wait(lambda: _backups_in_use(side) == 1, "the backup's quota to be committed")
 
     side.instances.delete_backup(side.context("req-backup-delete"), backup.id)

@@ -22,7 +22,7 @@ from adapters.kafka.broker import EmbeddedBroker
 from adapters.kafka.consumer import ConsumerRunner
 from adapters.sql import guest_ledger
 from adapters.sql.schema import create_tables
-from domain.guest_protocol import VOLUME_FULL, GuestFault, Heartbeat, Result, instance_key, signed
+from domain.guest_protocol import VOLUME_FULL, GuestFault, Heartbeat, Progress, Result, instance_key, signed
 from domain.statuses import ServiceStatus, TaskStatus
 from projections.guest_heartbeats import guest_heartbeats
 from services.conductor import Conductor
@@ -44,7 +44,7 @@ class Running:
     conductor: Conductor
     producer: KafkaProducer
 
-    def send(self, *messages: Heartbeat | Result | GuestFault | bytes, key: str) -> None:
+    def send(self, *messages: Heartbeat | Result | GuestFault | Progress | bytes, key: str) -> None:
         for message in messages:
             value = message if isinstance(message, bytes) else signed(message.to_json(), key_of(message.instance_id))
             self.producer.send(self.side.settings.topics.conductor, key=key.encode(), value=value)
@@ -229,6 +229,34 @@ def test_an_unsigned_or_forged_message_is_refused_recorded_and_changes_nothing(s
                for r in read_topic(side.settings.kafka_bootstrap_servers, side.settings.topics.dead_letter)]
     assert sum("not signed" in reason for reason in reasons) == 1, reasons
     assert sum("signature does not match" in reason for reason in reasons) == 2, reasons
+
+
+def test_backup_progress_becomes_events_at_a_bounded_rate_and_only_for_the_running_backup(
+        strict: Running) -> None:
+    side = strict.side
+    instance_id = side.create(request_id="req-create")
+    ctx = side.context("req-create")
+    side.instances.record(instance_id, lambda i: i.record_server_provisioned(ctx.recorded(), "srv", None, "ACTIVE",
+                                                                             []))
+    strict.beat(instance_id, "healthy", 30.0)
+    strict.processed_up_to(instance_id, 31.0, "healthy")
+    side.instances.record(instance_id, lambda i: i.succeed(ctx.recorded()))
+    strict.send(Progress(instance_id, "backup", "req-backup", 10, 32.0), key=instance_id)  # nothing running yet
+    strict.processed_up_to(instance_id, 33.0, "healthy")
+    backup, _ = side.instances.create_backup(side.context("req-backup"), instance_id, "nightly")
+
+    strict.send(Progress(instance_id, "backup", "req-backup", 100, 40.0),
+                Progress(instance_id, "backup", "req-backup", 200, 45.0),  # within progress_every_s of the last
+                Progress(instance_id, "backup", "req-other", 250, 51.0),  # not the running backup's request
+                Progress(instance_id, "backup", "req-backup", 300, 52.0),
+                Progress(instance_id, "backup", "req-backup", 300, 63.0),  # no news
+                Progress(instance_id, "backup", "req-backup", 400, 39.0),  # delayed: older than one recorded
+                key=instance_id)
+    strict.processed_up_to(instance_id, 64.0, "healthy")
+    progressed = [e for e in side.events(instance_id) if type(e).__name__ == "BackupProgressed"]
+    assert [(e.backup_id, e.stored_bytes) for e in progressed] == [(str(backup.id), 100), (str(backup.id), 300)]
+    assert {e.context["request_id"] for e in progressed} == {"req-backup"}, "progress is part of the backup's operation"
+    assert side.get(instance_id).backup_running, "progress closes nothing"
 
 
 def test_a_guest_fault_is_recorded_once_and_cleared_with_its_own_request_and_stale_ones_are_dropped(

@@ -17,7 +17,7 @@ from adapters.kafka.broker import EmbeddedBroker
 from adapters.sealed import GuestSealer
 from adapters.sql.engine import create_sql_engine
 from domain import guest_protocol as protocol
-from domain.guest_protocol import Heartbeat, Result
+from domain.guest_protocol import Heartbeat, Progress, Result
 from services.ports import BackupTarget, ServerSpec
 from services.task_manager import sealed_target
 from tests.support.url_storage import SIGNATURE, Storage, serving
@@ -107,9 +107,11 @@ def test_a_simulated_guest_stores_a_backup_and_verifies_one_before_it_restores(t
 
     location = tmp_path / "backups" / "b-1.gz"
     target = {"kind": "file", "location": str(location), "sealed_url": None}
-    (result,) = handle(protocol.command(protocol.BACKUP, "inst-1", "req-backup", 1.0, backup_id="b-1",
-                                        target=target))
+    progress, result = handle(protocol.command(protocol.BACKUP, "inst-1", "req-backup", 1.0, backup_id="b-1",
+                                               target=target))
     stored = location.read_bytes()
+    assert isinstance(progress, Progress) and (progress.request_id, progress.stored_bytes) == ("req-backup",
+                                                                                              len(stored))
     assert isinstance(result, Result) and result.ok
     assert result.details == {"size": len(stored), "checksum": f"sha256:{hashlib.sha256(stored).hexdigest()}"}
     assert gzip.decompress(stored).startswith(b"-- trove-es simulated backup b-1")
@@ -150,7 +152,7 @@ def test_a_signed_url_reaches_the_guest_only_sealed_and_only_that_guest_opens_it
     wire = protocol.signed(command.to_json(), one.key)
     assert SIGNATURE.split("&")[0] not in wire.decode() and url not in wire.decode(), "the URL is never in clear"
 
-    (result,) = one.handle(command)
+    _, result = one.handle(command)
     assert isinstance(result, Result) and result.ok, result.message
     stored = storage.objects["/v1/AUTH_t/backups/t/b-1.gz"]
     assert result.details == {"size": len(stored), "checksum": f"sha256:{hashlib.sha256(stored).hexdigest()}"}

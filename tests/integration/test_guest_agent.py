@@ -36,7 +36,7 @@ from adapters.kafka.broker import EmbeddedBroker
 from adapters.kafka.topics import admin_client, ensure_topic
 from adapters.sealed import seal
 from domain import guest_protocol as protocol
-from domain.guest_protocol import GuestFault, GuestMessage, Heartbeat, Result
+from domain.guest_protocol import GuestFault, GuestMessage, Heartbeat, Progress, Result
 from domain.statuses import ServiceStatus
 from guest.agent import GuestAgent
 from guest.config import AgentState, GuestConfig
@@ -460,6 +460,7 @@ def test_a_backup_is_streamed_to_its_target_while_heartbeats_go_on_and_another_i
 
     def slow_backup(manager: PostgreSQLManager, out: Any) -> None:
         real_backup(manager, out)
+        out.flush()  # what was dumped so far is stored, and reported as progress
         time.sleep(6 * REPORT_INTERVAL_S)  # a big database: the loop cannot beat until the command is done
 
     monkeypatch.setattr(PostgreSQLManager, "backup", slow_backup)
@@ -479,6 +480,9 @@ def test_a_backup_is_streamed_to_its_target_while_heartbeats_go_on_and_another_i
     during = guest.conductor.poll()[since:guest.conductor.poll().index(result)]
     assert [m.service_status for m in during if isinstance(m, Heartbeat)].count(
         ServiceStatus.HEALTHY.description) >= 3, "heartbeats went on during the backup"
+    progress = [m for m in during if isinstance(m, Progress)]
+    assert len(progress) == 1, "progress is reported beside heartbeats, and only when there is news"
+    assert progress[0].request_id == result.request_id and 0 < progress[0].stored_bytes <= len(stored)
 
     other_guest.start_agent()
     restore = {"backup_id": "b-1", "source": target, **result.details}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from domain.context import OperationContext
+from projections.backup_view import BackupQueries
 from tests.rest.harness import TENANT, Api
 
 CHECKSUM = "sha256:" + "ab" * 32
@@ -60,6 +62,23 @@ def test_a_completed_backup_is_listed_with_its_size_and_can_be_deleted(api: Api)
     assert api.get(f"/v1.0/{TENANT}/instances/{instance['id']}").json["instance"]["status"] == "ACTIVE"
     assert api.delete(f"/v1.0/{TENANT}/backups/{backup['id']}").status_code == 202
     assert api.delete(f"/v1.0/{TENANT}/backups/{backup['id']}").status_code == 202, "asking twice is harmless"
+
+
+def test_a_running_backups_progress_moves_its_updated_time_in_the_view(api: Api) -> None:
+    instance = api.create("source")
+    api.make_active(instance["id"])
+    backup = _backup(api, instance["id"])
+    request_id = api.instances.get(instance["id"]).operation["request_id"]  # type: ignore[index]
+    carried = OperationContext(request_id=request_id, tenant_id=TENANT).carried_by("taskmanager", "192.0.2.20")
+    api.instances.record_backup(backup["id"], lambda b: b.record_started(carried.recorded(), "/backups/x"))
+    api.projector.catch_up()
+    started = BackupQueries(api.engine).get(backup["id"])
+    api.instances.record(instance["id"], lambda i: i.report_backup_progress(carried.recorded(), backup["id"], 4096))
+    api.projector.catch_up()
+    progressed = BackupQueries(api.engine).get(backup["id"])
+    assert started is not None and progressed is not None
+    assert progressed.status == "BUILDING" and progressed.updated_at > started.updated_at
+    assert replace(progressed, updated_at=started.updated_at) == started, "nothing else changes, not the version"
 
 
 def test_backups_are_paginated_oldest_first(api: Api) -> None:

@@ -48,6 +48,21 @@ def test_an_instance_backing_up_shows_backup_refuses_other_actions_and_notifies_
     assert start.payload["instance_id"] == str(instance.id) and end.payload["backup_id"] == "b-1"
 
 
+def test_progress_is_recorded_for_the_running_backup_only_and_only_when_it_grows() -> None:
+    instance = _active()
+    assert not instance.report_backup_progress(api(), "b-1", 10), "no backup is running"
+    instance.back_up(api("req-b"), "b-1", "nightly", None, None)
+    carried = service(instance.operation["context"], "conductor")  # type: ignore[index]
+    assert not instance.report_backup_progress(carried, "b-2", 10), "another backup's progress"
+    assert instance.report_backup_progress(carried, "b-1", 0)
+    assert instance.report_backup_progress(carried, "b-1", 4096)
+    assert not instance.report_backup_progress(carried, "b-1", 4096) and not instance.report_backup_progress(
+        carried, "b-1", 100), "no news, or less than already recorded"
+    progressed = [e for e in instance.collect_events() if type(e).__name__ == "BackupProgressed"]
+    assert [e.stored_bytes for e in progressed] == [0, 4096]
+    assert instance.backup_running
+
+
 def test_a_backup_goes_new_building_completed_and_cannot_be_deleted_while_being_taken() -> None:
     backup = _backup()
     assert backup.status == backups.NEW

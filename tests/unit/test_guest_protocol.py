@@ -181,6 +181,20 @@ def test_a_backup_command_names_its_target_and_its_result_says_what_arrived() ->
         gp.parse_guest_message(gp.signed(bad.to_json(), KEY), lambda _id: KEY)
 
 
+def test_progress_of_a_backup_is_ordered_apart_and_checked() -> None:
+    from domain import guest_protocol as gp
+
+    sent = gp.Progress("i-1", gp.BACKUP, "req-1", 4096, 3.0)
+    parsed = gp.parse_guest_message(gp.signed(sent.to_json(), KEY), lambda _id: KEY)
+    assert parsed == sent and parsed.method == "progress/backup"
+    for odd, reason in (({"command": "restart"}, "command must be one of backup"),
+                        ({"stored_bytes": -1}, "stored_bytes"), ({"stored_bytes": True}, "stored_bytes"),
+                        ({"request_id": ""}, "request_id")):
+        body = {**json.loads(sent.to_json()), **odd}
+        with pytest.raises(gp.GuestProtocolError, match=reason):
+            gp.parse_guest_message(gp.signed(json.dumps(body).encode(), KEY), lambda _id: KEY)
+
+
 def test_a_prepare_that_restores_carries_the_backups_source_size_and_checksum() -> None:
     from domain import guest_protocol as gp
 
