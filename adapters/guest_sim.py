@@ -18,7 +18,8 @@ Failures to inject, by instance name: a guest whose name contains ``never_health
 ``fake-never-healthy``) answers ``prepare`` with BUILDING and then nothing, like a guest agent that
 hangs installing its datastore, so the task manager's build timeout fires; one whose name contains
 ``fake-prepare-fails`` reports FAILED and a failed result with its traceback, like a guest agent whose
-datastore did not install.
+datastore did not install; one whose name contains ``fake-backup-miscounts`` reports one byte more than
+it stored for every backup, like a guest whose upload was cut short after it counted.
 
 One Kafka consumer serves the whole fleet (manually assigned to every live guest's topic) rather than
 one per guest. Each guest's status and next command offset are kept in ``fake_guests``; the offset
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 NEVER_HEALTHY_MARKER = "fake-never-healthy"
 PREPARE_FAILS_MARKER = "fake-prepare-fails"
+BACKUP_MISCOUNTS_MARKER = "fake-backup-miscounts"
 PREPARE_FAILURE = "The datastore could not be installed: the simulated guest fails its prepare, as its name asks."
 _LIVE = frozenset({SERVER_ACTIVE, SERVER_REBOOT, SERVER_RESIZE})
 
@@ -82,6 +84,7 @@ class SimulatedGuest:
     committed: int = 0  # next command offset, once everything before it is answered
     never_healthy: bool = False
     prepare_fails: bool = False
+    backup_miscounts: bool = False
     queue: deque[tuple[int, bytes]] = field(default_factory=deque)
     pending: tuple[float, Callable[[], None]] | None = None  # (due, finish) of the command in hand
     next_heartbeat: float = 0.0
@@ -208,7 +211,8 @@ class FakeGuestFleet:
             name = live[instance_id]
             guest = SimulatedGuest(instance_id, name, self._topic(instance_id),
                                    never_healthy=bool(self.never_healthy_marker and self.never_healthy_marker in name),
-                                   prepare_fails=PREPARE_FAILS_MARKER in name)
+                                   prepare_fails=PREPARE_FAILS_MARKER in name,
+                                   backup_miscounts=BACKUP_MISCOUNTS_MARKER in name)
             with self._reader.connect() as connection:
                 row = connection.execute(select(fake_guests)
                                          .where(fake_guests.c.instance_id == instance_id)).first()
@@ -345,7 +349,7 @@ class FakeGuestFleet:
             # A dump this small is stored before a guest's first report: one progress, then the result.
             self._send(guest, protocol.Progress(guest.instance_id, command.method, command.request_id, size,
                                                 self._clock()).to_json())
-            self._result(guest, command, {"size": size, "checksum": checksum})
+            self._result(guest, command, {"size": size + guest.backup_miscounts, "checksum": checksum})
         self._commit(guest, offset)
 
     def _key(self, guest: SimulatedGuest) -> bytes:

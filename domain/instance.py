@@ -260,7 +260,7 @@ class Instance(Aggregate):
     def report_backup_progress(self, context: Context, backup_id: str, stored_bytes: int) -> bool:
         """Record how much of its running backup the guest has stored; False (nothing recorded) when that
         backup is not running or the figure is no news."""
-        if not self.backup_running or self.operation is None or self.operation["backup_id"] != backup_id:
+        if not self._running_backup(backup_id):
             return False
         if stored_bytes <= self.operation.get("stored_bytes", -1):
             return False
@@ -272,14 +272,26 @@ class Instance(Aggregate):
         assert self.operation is not None
         self.operation = {**self.operation, "stored_bytes": stored_bytes}
 
+    def record_backup_taken(self, context: Context, backup_id: str, size: int, checksum: str) -> bool:
+        """What the guest stored for the running backup (bytes and ``sha256:<hex>`` of them), before its
+        operation closes; False (nothing recorded) when it is not running or this was recorded already."""
+        if not self._running_backup(backup_id):
+            return False
+        if (self.last_backup or {}).get("backup_id") == backup_id:
+            return False
+        self._backup_taken(context, backup_id, size, checksum)
+        return True
+
     @event("BackupTaken")
-    def record_backup_taken(self, context: Context, backup_id: str, size: int, checksum: str) -> None:
-        """What the guest stored for the backup (bytes and ``sha256:<hex>`` of them), before it succeeds."""
+    def _backup_taken(self, context: Context, backup_id: str, size: int, checksum: str) -> None:
         self.last_backup = {"backup_id": backup_id, "size": size, "checksum": checksum}
 
     @property
     def backup_running(self) -> bool:
         return self.operation is not None and self.operation["name"] == BACKUP_CREATE
+
+    def _running_backup(self, backup_id: str) -> bool:
+        return self.backup_running and self.operation is not None and self.operation["backup_id"] == backup_id
 
     def rename(self, context: Context, name: str) -> None:
         """Synchronous: the operation opens and succeeds in one save, leaving any open operation alone."""

@@ -5,6 +5,8 @@
   is RESTART_REQUIRED heartbeats change nothing (Trove).
 - A result closes the instance's open operation, and only when that operation has the result's
   request_id and is the one the command serves, so a redelivered or late result does nothing.
+  A successful ``backup`` records what the guest stored (``BackupTaken``) and leaves the operation to
+  the task manager, which closes it once it has checked the storage.
   A successful ``prepare`` closes nothing: a build ends on the guest's reported status, in the
   same save that records it (``Instance.change_service_status``).
 - A progress report of a running backup becomes a ``BackupProgressed`` event, at most one per
@@ -188,8 +190,9 @@ class Conductor:
                 if result.method == protocol.PREPARE:
                     return False
                 if result.method == protocol.BACKUP:
-                    instance.record_backup_taken(context, instance.operation["backup_id"], result.details["size"],
-                                                 result.details["checksum"])
+                    # The task manager closes it, once storage holds what the guest says it stored.
+                    return instance.record_backup_taken(context, instance.operation["backup_id"],
+                                                        result.details["size"], result.details["checksum"])
                 instance.succeed(context)
             else:
                 task = "BUILDING_ERROR_SERVER" if result.method == protocol.PREPARE else "NONE"

@@ -118,7 +118,8 @@ class Outcome:
 class TaskManager:
     name = "task-manager"
     # What ``apply`` acts on; the consumer runner skips the rest of the stream unread.
-    handles = frozenset({*_REQUESTS, "StatusReset", "ServiceStatusChanged", *_CLOSES, *_BACKUP_DELETES})
+    handles = frozenset({*_REQUESTS, "StatusReset", "ServiceStatusChanged", "BackupTaken", *_CLOSES,
+                         *_BACKUP_DELETES})
 
     def __init__(self, *, instances: InstanceService, compute: ComputeDriver, guests: GuestChannel, work: WorkItems,
                  usage_timeout_s: float, operation_timeout_s: float | None = None, lease: Lease | None = None,
@@ -159,7 +160,7 @@ class TaskManager:
             ("resize_flavor", "compute"): self._resize_flavor, ("resize_flavor", "wait_compute"): self._flavor_resized,
             ("resize_flavor", "send"): self._send_guest_command, ("resize_flavor", AWAIT_CLOSE): self._await_close,
             (GUEST, "send"): self._send_guest_change, (GUEST, AWAIT_CLOSE): self._await_close,
-            (BACKUP, "send"): self._send_backup, (BACKUP, AWAIT_CLOSE): self._await_close,
+            (BACKUP, "send"): self._send_backup, (BACKUP, AWAIT_CLOSE): self._await_backup,
             (BACKUP_REMOVAL, BACKUP_REMOVAL): self._remove_backup,
             ("delete", "stop_guest"): self._stop_guest, ("delete", "delete_server"): self._delete_server,
             ("delete", "wait_gone"): self._wait_gone, ("delete", "remove_topic"): self._remove_topic,
@@ -196,6 +197,8 @@ class TaskManager:
             # and the closing event, next in this batch, removes the item again.
             if ServiceStatus.from_description(event.data["service_status"]).build_outcome is not None:
                 self._work.wake(transaction, event.aggregate_id, AWAIT_HEALTHY, now)
+        elif event.type == "BackupTaken":
+            self._work.wake(transaction, event.aggregate_id, AWAIT_CLOSE, now)  # storage is to be checked
         elif event.type in _CLOSES:
             self._operation_closed(event, transaction, now)
         else:
@@ -573,7 +576,37 @@ class TaskManager:
         self.guests.send(protocol.command(protocol.BACKUP, item.instance_id, item.request_id, self._clock(),
                                           backup_id=backup_id,
                                           target=sealed_target(target, item.instance_id, self._sealer)))
-        return Outcome(AWAIT_CLOSE, item.deadline)
+        return self._awaiting_backup(item)
+
+    def _await_backup(self, item: WorkItem) -> Outcome:
+        """Close the backup's operation once the guest's ``BackupTaken`` is recorded: a success when storage
+        holds what the guest says it stored, a failure (a fault) when it does not."""
+        instance = self._open_instance(item)
+        if instance is None:
+            return self._park(item)
+        taken = instance.last_backup
+        if taken is None or taken.get("backup_id") != item.detail["backup_id"]:
+            return self._await_close(item) if self._expired(item) else self._awaiting_backup(item)
+        mismatch = self._stored_otherwise(self.instances.get_backup(taken["backup_id"]), taken)
+        if mismatch is None:
+            self._record(item, lambda i, c: i.succeed(c))
+        else:
+            self._fail(item, mismatch, "NONE")
+        return self._park(item)
+
+    def _awaiting_backup(self, item: WorkItem) -> Outcome:
+        # ``BackupTaken`` wakes this step; the recheck covers a wake that came before the step was saved.
+        assert item.deadline is not None
+        return Outcome(AWAIT_CLOSE, min(item.deadline, self._clock() + self._recheck_s))
+
+    def _stored_otherwise(self, backup: Backup, taken: dict[str, Any]) -> str | None:
+        """Why the storage does not hold the backup the guest reported; None when it does."""
+        stored = self._backups.stat(backup.location) if self._backups is not None and backup.location else None
+        if stored is not None and stored.size == taken["size"]:
+            return None
+        return (f"The guest reported {taken['size']} bytes stored for backup {backup.id} but the backup storage "
+                f"holds {'nothing' if stored is None else f'{stored.size} bytes'} at its location; take the "
+                f"backup again.")
 
     def _finish_backup(self, item: WorkItem, context: OperationContext) -> bool:
         """Record on the Backup what its operation came to; True when it was stored whole (the quota is kept)."""
@@ -582,19 +615,13 @@ class TaskManager:
             return False
         recorded = context.recorded()
         backup = self.instances.get_backup(backup_id)
-        taken = None
-        if detail["succeeded"]:
-            instance = self.instances.get(item.instance_id, to_change=False)
-            taken = instance.last_backup if (instance.last_backup or {}).get("backup_id") == backup_id else None
-        stored = self._backups.stat(backup.location) if taken and self._backups and backup.location else None
-        if taken and stored is not None and stored.size == taken["size"]:
-            self.instances.record_backup(backup_id, lambda b: b.complete(recorded, taken["size"], taken["checksum"]))
-            return True
-        if taken:
-            message = (f"The guest reported {taken['size']} bytes stored but the backup storage holds "
-                       f"{'nothing' if stored is None else f'{stored.size} bytes'} at the backup's location.")
-        else:
-            message = detail.get("message") or "The backup was not taken."
+        if detail["succeeded"]:  # closed by ``_await_backup``, which checked the storage
+            taken = self.instances.get(item.instance_id, to_change=False).last_backup or {}
+            if taken.get("backup_id") == backup_id:
+                self.instances.record_backup(backup_id, lambda b: b.complete(recorded, taken["size"],
+                                                                             taken["checksum"]))
+                return True
+        message = detail.get("message") or "The backup was not taken."
         self.instances.record_backup(backup_id, lambda b: b.fail(recorded, message))
         if self._backups is not None and backup.location:
             self._backups.delete(backup.location)  # what a failed backup left behind is of no use

@@ -56,6 +56,23 @@ def test_a_backup_is_taken_stored_whole_and_deleted(side: WriteSide) -> None:
     side.wait(lambda: _backups_in_use(side) == 0, "the deleted backup's quota to be given back")
 
 
+def test_a_backup_storage_does_not_hold_as_the_guest_reported_fails_with_a_fault(side: WriteSide) -> None:
+    side.start(*ALL)
+    instance_id = side.create(name="fake-backup-miscounts", request_id="req-create")
+    side.wait(lambda: _active(side, instance_id), "the instance to be ACTIVE")
+    backup, _ = side.instances.create_backup(side.context("req-backup"), instance_id, "nightly")
+    failed = side.wait_closed(instance_id, "req-backup")
+    assert type(failed).__name__ == "OperationFailed", "the operation fails: a fault, and an error notification"
+    assert failed.context["server_type"] == "taskmanager"
+    assert failed.message.startswith("The guest reported ") and "but the backup storage holds" in failed.message
+    side.wait(lambda: side.instances.get_backup(backup.id).status == backups.FAILED, "the backup to be FAILED")
+    shown = side.instances.get_backup(backup.id)
+    assert shown.fail_reason == failed.message
+    assert not Path(shown.location or "").exists(), "what it left in storage is deleted"
+    side.wait(lambda: _backups_in_use(side) == 0, "the failed backup's reservation to be released")
+    assert not side.get(instance_id).backup_running
+
+
 def _backups_in_use(side: WriteSide) -> int | None:
     # Settled after the backup's status is recorded: a reader waits for it rather than racing it.
     quota = side.instances.quota(TENANT)
