@@ -112,7 +112,7 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
     from adapters.bootstrap import backup_storage, compute_driver, secret_drop, task_manager_engine, usage_auditor
     from adapters.compute.guest_channel import KafkaGuestChannel
     from adapters.kafka.lease import lease_for
-    from adapters.sealed import GuestSealer
+    from adapters.sealed import DeploymentSealer
     from adapters.secret_files import guest_secret
     from adapters.sql import work_items
     from adapters.sql.engine import read_only
@@ -133,7 +133,7 @@ def cmd_task_manager(settings: Settings, _args: argparse.Namespace) -> int:
                           usage_timeout_s=settings.usage_timeout_s,
                           lease=lease_for(engine, settings.task_manager_url, settings.group_id("task-manager")),
                           auditor=usage_auditor(settings, instances), secrets=secret_drop(settings),
-                          backups=backup_storage(settings), sealer=GuestSealer(secret))
+                          backups=backup_storage(settings), sealer=DeploymentSealer(secret))
     runner = _process_runner(settings, manager, settings.topics.events, settings.events_partitions,
                              domain_catalog().decode, engine)
     _stop_on_signals(lambda: (runner.stop(), manager.stop()))
@@ -159,7 +159,7 @@ def cmd_conductor(settings: Settings, _args: argparse.Namespace) -> int:
     settings = resolve_bootstrap(settings)
     instances = _instance_service(settings)
     conductor = Conductor(instances, guest_ledger.SqlGuestLedger(), secret=guest_secret(settings.data_dir),
-                          progress_every_s=settings.report_interval_s)
+                          progress_every_s=settings.backup_progress_interval_s)
     engine = read_model_engine(settings)  # heartbeats are joined into the instance view's reads
     create_tables(engine, guest_ledger.metadata)
     runner = _process_runner(settings, conductor, settings.topics.conductor, settings.conductor_partitions,

@@ -343,13 +343,14 @@ class FakeGuestFleet:
         try:
             size, checksum = write_backup(opened(command.args["target"], self._key(guest)),
                                           lambda out: out.write(dump))
-        except (DatastoreError, protocol.GuestProtocolError) as exc:
-            self._fail(guest, command, str(exc))
+        except Exception as exc:  # whatever one guest's storage does, the fleet's other guests go on
+            self._fail(guest, command, str(exc) if isinstance(exc, DatastoreError) else f"{type(exc).__name__}: {exc}")
         else:
             # A dump this small is stored before a guest's first report: one progress, then the result.
             self._send(guest, protocol.Progress(guest.instance_id, command.method, command.request_id, size,
                                                 self._clock()).to_json())
-            self._result(guest, command, {"size": size + guest.backup_miscounts, "checksum": checksum})
+            self._result(guest, command, {"size": size + (1 if guest.backup_miscounts else 0),
+                                          "checksum": checksum})
         self._commit(guest, offset)
 
     def _key(self, guest: SimulatedGuest) -> bytes:
@@ -392,6 +393,6 @@ def _restore_failure(restore: dict[str, Any], key: bytes) -> str | None:
         with verified_backup(opened_restore(restore, key)) as dump:
             while dump.read(CHUNK):  # to its end: a stored object that is not gzip fails here
                 pass
-    except (DatastoreError, protocol.GuestProtocolError) as exc:
-        return str(exc)
+    except Exception as exc:  # as a guest agent reports it; the fleet's other guests go on
+        return str(exc) if isinstance(exc, DatastoreError) else f"{type(exc).__name__}: {exc}"
     return None

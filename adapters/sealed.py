@@ -41,8 +41,8 @@ def unseal(instance_key: bytes, sealed: str) -> str:
                          "or changed on the way)") from None
 
 
-class GuestSealer:
-    """The ``services.ports.GuestSealer`` port: seals for any instance's guest with the deployment's secret."""
+class DeploymentSealer:
+    """The ``services.ports.GuestSealer`` port: seals for any instance's guest, from the deployment's secret."""
 
     def __init__(self, deployment_secret: bytes) -> None:
         self._secret = deployment_secret

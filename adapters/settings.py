@@ -70,6 +70,7 @@ class Settings:
     usage_timeout_s: float = 1800.0
     agent_heartbeat_expiry_s: float = 90.0
     report_interval_s: float = 10.0
+    backup_progress_interval_s: float = 60.0
     compute_driver: str = "fake"
     local_compute_ports: tuple[int, int] = (21000, 21999)
     fake_compute_delay_s: float = 0.5
@@ -174,6 +175,8 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("TROVE_ES_USAGE_TIMEOUT_S", "1800", "A build not healthy by then fails (Trove's `usage_timeout`)."),
     ("TROVE_ES_AGENT_HEARTBEAT_EXPIRY_S", "90", "A guest silent this long shows `operating_status` ERROR."),
     ("TROVE_ES_REPORT_INTERVAL_S", "10", "How often guests send heartbeats (Trove's `report_interval`)."),
+    ("TROVE_ES_BACKUP_PROGRESS_INTERVAL_S", "60",
+     "At most one `BackupProgressed` event per this many seconds of a running backup."),
     ("TROVE_ES_COMPUTE_DRIVER", "auto",
      "`local`: each instance a guest agent and a real PostgreSQL or MariaDB server on this host; `fake`: "
      "simulated servers, volumes and guests; `openstack`: a Nova server, Cinder volume and security group "
@@ -326,6 +329,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         usage_timeout_s=number("USAGE_TIMEOUT_S", 1800.0),
         agent_heartbeat_expiry_s=number("AGENT_HEARTBEAT_EXPIRY_S", 90.0),
         report_interval_s=number("REPORT_INTERVAL_S", 10.0),
+        backup_progress_interval_s=number("BACKUP_PROGRESS_INTERVAL_S", 60.0),
         compute_driver=_compute_driver(choice("COMPUTE_DRIVER", "auto", ("auto", "fake", "local", "openstack"))),
         local_compute_ports=_port_range(PREFIX + "LOCAL_COMPUTE_PORTS", text("LOCAL_COMPUTE_PORTS", "21000-21999")),
         fake_compute_delay_s=number("FAKE_COMPUTE_DELAY_S", 0.5),

@@ -132,6 +132,7 @@ def fold(state: dict[str, Any], event: PublicEvent) -> list[FaultChange]:
     if kind == "DeleteRequested":
         return _resolve(state, event, lambda f: f["version"] == event.version - 1)
     if kind == "Deleted":
+        state["healthy"] = False  # its datastore is gone, whatever the guest last said
         return [FaultsDeleted(event.occurred_at)]
     return []
 

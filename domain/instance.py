@@ -243,8 +243,9 @@ class Instance(Aggregate):
 
     def back_up(self, context: Context, backup_id: str, name: str, description: str | None,
                 parent_id: str | None) -> None:
-        """Open the backup's operation: the instance shows BACKUP and refuses other actions until its guest
-        answers (``record_backup_taken`` then ``succeed``, or ``fail``)."""
+        """Open the backup's operation: the instance shows BACKUP and refuses other actions until it closes:
+        the guest's failure fails it, or its ``record_backup_taken`` and then the task manager's check of
+        the storage (``succeed`` or ``fail``)."""
         self._check_can_act()
         if self.operation is not None:
             raise ActionNotAllowed(f"Instance {self.id} is busy with its {self.operation['name']} operation; "
@@ -291,7 +292,8 @@ class Instance(Aggregate):
         return self.operation is not None and self.operation["name"] == BACKUP_CREATE
 
     def _running_backup(self, backup_id: str) -> bool:
-        return self.backup_running and self.operation is not None and self.operation["backup_id"] == backup_id
+        return self.operation is not None and self.operation["name"] == BACKUP_CREATE and \
+            self.operation["backup_id"] == backup_id
 
     def rename(self, context: Context, name: str) -> None:
         """Synchronous: the operation opens and succeeds in one save, leaving any open operation alone."""

@@ -254,8 +254,11 @@ class GuestAgent:
                 except Exception as exc:  # a probe that fails says so; the command goes on
                     log.error("could not probe the datastore: %s", exc)
                     current = ServiceStatus.UNKNOWN
-                self._send_status(current)  # the producer is thread-safe
-                progress()
+                try:
+                    self._send_status(current)  # the producer is thread-safe
+                    progress()
+                except Exception:  # a report lost is one report; the thread goes on beating
+                    log.exception("could not send a report while a long command runs")
 
         thread = threading.Thread(target=beat, name=f"heartbeats-{self.config.instance_id}", daemon=True)
         thread.start()

@@ -121,7 +121,7 @@ class InstanceView:
             apply_backup_event(event, session)
             return
         if event.type == "BackupProgressed":
-            apply_backup_progress(event, session)
+            apply_backup_progress(event, session)  # and on: the instance's row keeps its version with its events
         if event.type not in self._types:
             return
         data = event.data

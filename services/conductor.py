@@ -74,7 +74,7 @@ class Conductor:
     name = "conductor"
 
     def __init__(self, instances: InstanceService, ledger: GuestLedger, *, secret: bytes, reconcile_s: float = 60.0,
-                 progress_every_s: float = 10.0, server_ip: str | None = None,
+                 progress_every_s: float = 60.0, server_ip: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         """``secret``: the deployment's guest secret; a message counts only if signed with its instance's key."""
         self.instances = instances
@@ -201,8 +201,8 @@ class Conductor:
             return True
 
         try:
-            if instances.apply(result.instance_id, change):
-                self.stats.operations_closed += 1
+            if instances.apply(result.instance_id, change) and (result.method != protocol.BACKUP or not result.ok):
+                self.stats.operations_closed += 1  # a backup's is closed by the task manager
         except NotFound:
             self.stats.unknown_instances += 1
             log.warning("result from unknown instance %s dropped", result.instance_id)

@@ -115,7 +115,7 @@ class BackupTarget:
 
     kind: str
     location: str
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)  # a bearer credential: never in a log line
 
 
 @dataclass(frozen=True)

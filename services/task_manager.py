@@ -556,7 +556,8 @@ class TaskManager:
     # Backups ---------------------------------------------------------------------------------------------
 
     def _send_backup(self, item: WorkItem) -> Outcome:
-        """Hand the guest where to stream the backup; its result reaches the conductor, which closes it."""
+        """Hand the guest where to stream the backup; the conductor records what it stored (``BackupTaken``),
+        which wakes ``_await_backup``."""
         instance = self._open_instance(item)
         if instance is None:
             return self._park(item)
@@ -565,6 +566,7 @@ class TaskManager:
             self._fail(item, "This deployment has no backup storage configured (TROVE_ES_BACKUP_STORAGE).", "NONE")
             return self._park(item)
         target = self._backups.upload_target(instance.tenant_id, backup_id)
+        sent_target = sealed_target(target, item.instance_id, self._sealer)  # before anything is recorded
         context = self._context(item)
 
         def started(backup: Backup) -> None:
@@ -574,8 +576,7 @@ class TaskManager:
         self.instances.record_backup(backup_id, started)
         self.guests.ensure(item.instance_id)
         self.guests.send(protocol.command(protocol.BACKUP, item.instance_id, item.request_id, self._clock(),
-                                          backup_id=backup_id,
-                                          target=sealed_target(target, item.instance_id, self._sealer)))
+                                          backup_id=backup_id, target=sent_target))
         return self._awaiting_backup(item)
 
     def _await_backup(self, item: WorkItem) -> Outcome:

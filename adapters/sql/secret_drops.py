@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 from sqlalchemy import Column, Engine, Float, MetaData, String, Table, Text, delete, select
 
-from adapters.sealed import GuestSealer
+from adapters.sealed import DeploymentSealer
 from adapters.sql.engine import read_only
 from adapters.sql.schema import create_tables
 from projections.upsert import upsert_statement
@@ -40,7 +40,7 @@ class SqlSecretDrops:
                  clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
         self._reader = read_only(engine)
-        self._sealer = GuestSealer(deployment_secret)
+        self._sealer = DeploymentSealer(deployment_secret)
         self._max_age_s = max_age_s
         self._clock = clock
         create_tables(engine, metadata)

@@ -96,7 +96,7 @@ def side(tmp_path: Path, broker: EmbeddedBroker, postgres_url: str) -> Iterator[
 def strict(side: WriteSide) -> Iterator[Running]:
     # reconcile_s=0: every heartbeat is checked against the aggregate, none trusted from the cache.
     yield from _running(side, Conductor(side.instances, guest_ledger.SqlGuestLedger(), reconcile_s=0.0,
-                                        server_ip="198.51.100.9", secret=SECRET))
+                                        progress_every_s=10.0, server_ip="198.51.100.9", secret=SECRET))
 
 
 @pytest.fixture

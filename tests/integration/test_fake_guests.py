@@ -14,7 +14,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from adapters.compute.fake import FakeCompute
 from adapters.guest_sim import HEALTHY, TOPIC_RECHECK_S, FakeGuestFleet, SimulatedGuest
 from adapters.kafka.broker import EmbeddedBroker
-from adapters.sealed import GuestSealer
+from adapters.sealed import DeploymentSealer
 from adapters.sql.engine import create_sql_engine
 from domain import guest_protocol as protocol
 from domain.guest_protocol import Heartbeat, Progress, Result
@@ -145,7 +145,7 @@ def test_a_signed_url_reaches_the_guest_only_sealed_and_only_that_guest_opens_it
                                                                                   url_storage: Storage) -> None:
     storage = url_storage
     one = OneGuest(tmp_path)
-    sealer = GuestSealer(SECRET)
+    sealer = DeploymentSealer(SECRET)
     url = storage.url("t/b-1.gz")
     target = sealed_target(BackupTarget("url", "swift://backups/t/b-1.gz", url), "inst-1", sealer)
     command = protocol.command(protocol.BACKUP, "inst-1", "req-backup", 1.0, backup_id="b-1", target=target)
