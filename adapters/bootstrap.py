@@ -13,9 +13,10 @@ from adapters.kafka.lease import lease_for
 from adapters.kafka.notifications import KafkaNotificationPublisher
 from adapters.kafka.relay import Relay, RelayPositionStore
 from adapters.kafka.topics import audit_salts, partition_of
-from adapters.secret_files import guest_secret
+from adapters.secret_files import audit_key, guest_secret
 from adapters.settings import Settings, SettingsError, load_settings
 from adapters.sql.engine import create_sql_engine
+from adapters.sql.event_chain import SqlEventChain
 from adapters.sql.schema import create_tables
 from adapters.sql.secret_drops import SqlSecretDrops
 from domain.usage_audit import EXISTS, QUOTA
@@ -130,7 +131,15 @@ def build_relay(settings: Settings, application: TroveApplication | None = None)
         batch_size=settings.relay_batch_size,
         idle_sleep_s=settings.relay_idle_sleep_s,
         name=settings.relay_name,
+        chain=event_chain(settings, engine),
     )
+
+
+def event_chain(settings: Settings, engine: Engine | None = None) -> SqlEventChain:
+    """The event store's recorded hash chain, with the deployment's audit key."""
+    return SqlEventChain(engine or event_store_engine(settings), audit_key(settings.data_dir),
+                         checkpoint_every=settings.audit_checkpoint_every,
+                         checkpoint_interval_s=settings.audit_checkpoint_interval_s)
 
 
 # tansu looks again 250, 375 and 500 ms into a 500 ms park: up to 250 ms of lag, for a tenth of the

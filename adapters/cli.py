@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from adapters.audit_cli import add_audit_parser
 from adapters.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -405,6 +406,7 @@ def parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_billing_report)
 
     _admin_parser(sub)
+    add_audit_parser(sub)
 
     events = sub.add_parser("events", help="read the public event stream")
     events_sub = events.add_subparsers(dest="events_command", required=True)

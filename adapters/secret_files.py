@@ -1,4 +1,4 @@
-"""The deployment's secrets on disk: the token signing key, the guests' key secret."""
+"""The deployment's secrets on disk: the token signing key, the guests' key secret, the audit key."""
 
 from __future__ import annotations
 
@@ -46,3 +46,12 @@ def guest_secret(data_dir: Path) -> bytes:
     """The deployment secret every guest's key derives from (``domain.guest_protocol.instance_key``); the
     task manager, the conductor and the fake guests of a deployment must share it (the data directory's)."""
     return load_or_create_key(data_dir, GUEST_SECRET_FILE)
+
+
+AUDIT_KEY_FILE = "audit.key"
+
+
+def audit_key(data_dir: Path) -> bytes:
+    """The key that signs the event chain's checkpoints (``domain.audit_chain``). It is kept out of every
+    database: whoever can rewrite the store cannot sign what the rewrite leads to without it."""
+    return load_or_create_key(data_dir, AUDIT_KEY_FILE)

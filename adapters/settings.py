@@ -52,6 +52,8 @@ class Settings:
     kafka_session_timeout_ms: int = 6000
     relay_name: str = "trove"
     relay_batch_size: int = 1000
+    audit_checkpoint_every: int = 1000
+    audit_checkpoint_interval_s: float = 60.0
     relay_idle_sleep_s: float = 0.02
     consumer_max_records: int = 2000
     consumer_fetch_wait_ms: int = 50
@@ -155,6 +157,10 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("TROVE_ES_KAFKA_SESSION_TIMEOUT_MS", "6000", "Consumer session timeout (short, so group joins are quick)."),
     ("TROVE_ES_RELAY_NAME", "trove", "Name of the relay's durable position and lease."),
     ("TROVE_ES_RELAY_BATCH_SIZE", "1000", "Events the relay reads and publishes per batch."),
+    ("TROVE_ES_AUDIT_CHECKPOINT_EVERY", "1000", "The relay signs a checkpoint of the event chain every this "
+     "many events,"),
+    ("TROVE_ES_AUDIT_CHECKPOINT_INTERVAL_S", "60",
+     "and, while it idles, at most this long after the last checkpoint when events came since."),
     ("TROVE_ES_RELAY_IDLE_SLEEP_S", "0.02", "How long the relay waits when the store has nothing new."),
     ("TROVE_ES_CONSUMER_MAX_RECORDS", "2000", "Records a consumer applies per poll (one SQL transaction)."),
     ("TROVE_ES_CONSUMER_FETCH_WAIT_MS", "50",
@@ -311,6 +317,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         kafka_session_timeout_ms=integer("KAFKA_SESSION_TIMEOUT_MS", 6000, minimum=1000),
         relay_name=text("RELAY_NAME", "trove"),
         relay_batch_size=integer("RELAY_BATCH_SIZE", 1000),
+        audit_checkpoint_every=integer("AUDIT_CHECKPOINT_EVERY", 1000),
+        audit_checkpoint_interval_s=number("AUDIT_CHECKPOINT_INTERVAL_S", 60.0),
         relay_idle_sleep_s=number("RELAY_IDLE_SLEEP_S", 0.02),
         consumer_max_records=integer("CONSUMER_MAX_RECORDS", 2000),
         consumer_fetch_wait_ms=integer("CONSUMER_FETCH_WAIT_MS", 50, minimum=1),

@@ -63,14 +63,19 @@ class PublicEvent:
     user_id: str | None
     schema_version: int
     data: dict[str, Any]
+    # Where the event stands in the store's hash chain (``domain.audit_chain``): its ``position`` in the
+    # log, its ``hash`` and the ``previous_hash`` of its aggregate's chain; set by the relay.
+    chain: dict[str, Any] | None = None
 
     @property
     def dedupe_key(self) -> tuple[str, int]:
         return (self.aggregate_id, self.version)
 
     def to_json(self) -> bytes:
-        return json.dumps({name: getattr(self, name) for name in ENVELOPE_FIELDS},
-                          separators=(",", ":"), sort_keys=True).encode()
+        body = {name: getattr(self, name) for name in ENVELOPE_FIELDS}
+        if self.chain is not None:
+            body["chain"] = self.chain
+        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
 def event_id_for(aggregate_id: str, version: int) -> str:
@@ -169,6 +174,9 @@ class EventCatalog:
                 raise MalformedEvent(f"{name} must be a string or null")
         if not isinstance(body["data"], dict):
             raise MalformedEvent("data must be a JSON object")
+        chain = body.get("chain")
+        if chain is not None and not isinstance(chain, dict):
+            raise MalformedEvent("chain must be a JSON object when present")
         known = self._versions.get(body["type"])
         if known is None:
             raise UnknownEventType(f"unknown event type {body['type']!r}; upgrade this consumer")
@@ -176,7 +184,7 @@ class EventCatalog:
             raise UnsupportedSchemaVersion(
                 f"{body['type']} schema_version {body['schema_version']} is newer than the {known} "
                 "this consumer understands; upgrade this consumer")
-        return PublicEvent(**{name: body[name] for name in ENVELOPE_FIELDS})
+        return PublicEvent(**{name: body[name] for name in ENVELOPE_FIELDS}, chain=chain)
 
 
 def _jsonable(value: Any) -> Any:

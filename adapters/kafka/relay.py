@@ -12,6 +12,9 @@ Guarantees, and how:
   relay republishes from the start of the store.
 - *One relay at a time.* Publishing needs a lease (advisory lock or file lock); a second relay
   waits until the first one stops.
+- *Tamper evidence.* Before it publishes an event the relay chains it (``adapters.sql.event_chain``):
+  the link is recorded in the store's database and the published event carries it (``chain``). The
+  chain is caught up first, from where it stands, so it covers the whole log, in its order.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from eventsourcing.application import Application
 from kafka import KafkaAdminClient, KafkaProducer
@@ -30,6 +33,7 @@ from sqlalchemy import Engine, select
 
 from adapters.kafka.lease import acquire
 from adapters.kafka.topics import TopicUnavailable, admin_client, ensure_topic, topic_id
+from adapters.sql.event_chain import SqlEventChain, stored_event
 from adapters.sql.schema import create_tables
 from adapters.sql.tracking import relay_positions, tracking_metadata
 from domain.public_events import to_public_event
@@ -89,8 +93,10 @@ class Relay:
         position_save_interval_s: float = 0.25,
         name: str = "trove",
         on_batch: Callable[[int], None] | None = None,
+        chain: SqlEventChain | None = None,
     ) -> None:
         self._app = application
+        self._chain = chain
         self._positions = positions
         self._lease = lease
         self._bootstrap = bootstrap_servers
@@ -133,6 +139,7 @@ class Relay:
             self._lease.release()
 
     def _publish_until_stopped(self) -> None:
+        self._catch_up_chain()
         current_topic_id = self._ensure_topic()
         position = self._starting_position(current_topic_id)
         self._producer = self._producer or self._new_producer()
@@ -167,19 +174,46 @@ class Relay:
                     self._positions.save(position)
                     saved, saved_at = position, now
                 if not notifications:
+                    if self._chain is not None:
+                        self._chain.checkpoint(only_if_due=True)
                     self._stop.wait(self._idle_sleep_s)
         finally:
             if position != saved:
                 with contextlib.suppress(Exception):  # the next start resends from the older position
                     self._positions.save(position)
 
+    def _catch_up_chain(self) -> None:
+        """Chain what the store holds beyond the chain (a store from before the chain, or written while no
+        relay ran), whatever the publishing position: the chain covers the whole log."""
+        if self._chain is None:
+            return
+        position, chained, batches = self._chain.last_position, 0, 0
+        while not self._stop.is_set():
+            notifications = self._app.recorder.select_notifications(
+                start=position, limit=self._batch_size, inclusive_of_start=False)
+            if not notifications:
+                break
+            self._chain.extend([stored_event(n) for n in notifications])
+            position, chained, batches = notifications[-1].id, chained + len(notifications), batches + 1
+            if batches % 50 == 0:
+                log.info("chained %d events of the store so far, up to position %d", chained, position)
+        if chained:
+            log.info("chained %d events the chain did not cover yet, up to position %d", chained, position)
+
     def _publish(self, notifications: list) -> None:
         producer = self._producer
         assert producer is not None
         to_domain_event = self._app.mapper.to_domain_event
+        links = {}
+        if self._chain is not None:
+            links = {link.position: link for link in self._chain.extend([stored_event(n) for n in notifications])}
         futures = []
         for notification in notifications:
             public = to_public_event(to_domain_event(notification))
+            link = links.get(notification.id)
+            if link is not None:
+                public = replace(public, chain={"position": link.position, "hash": link.hash,
+                                                "previous_hash": link.previous_hash})
             futures.append(producer.send(
                 self._topic,
                 key=public.aggregate_id.encode(),
