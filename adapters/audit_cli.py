@@ -3,6 +3,8 @@
 - ``audit verify`` walks the store beside its recorded hash chain and signed checkpoints
   (``domain.audit_chain``) and names every altered, missing, moved or slipped-in event with its position
   and aggregate. Exit status 0: nothing found; 1: findings; 2: it could not run.
+- ``audit timeline <instance id>`` lists every event of the instance and of its operations, from the
+  store; ``--as-of`` shows the instance as it was at a moment, rebuilt from the store, not the read model.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import argparse
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from adapters.settings import Settings
 from domain.audit_chain import ChainVerifier, Finding, VerifyProgress
+from domain.errors import InvalidRequest
+from domain.public_events import PublicEvent
+from services.instance_history import PastInstance, timeline_entry
 
 
 class Progress:
@@ -66,6 +72,74 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if findings else 0
 
 
+def cmd_audit_timeline(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.event_store import open_application
+    from domain.errors import NotFound
+    from services.instance_history import InstanceHistory
+    from services.instances import InstanceService
+
+    instances = open_application(InstanceService, settings.event_store_url, quota_defaults=settings.quota_defaults)
+    history = InstanceHistory(instances)
+    try:
+        if args.as_of is None:
+            _print_timeline(history.events(args.instance_id), args.format, sys.stdout)
+        else:
+            _print_past(history.as_of(args.instance_id, _moment(args.as_of)), args.format, sys.stdout)
+    except (NotFound, InvalidRequest) as exc:
+        print(f"trove-es audit timeline: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        instances.close()
+    return 0
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"--as-of {text!r} is not an ISO 8601 time (for example 2026-12-04T10:00:00Z)") \
+            from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _print_timeline(events: list[PublicEvent], format_: str, out: TextIO) -> None:
+    if format_ == "json":
+        json.dump([timeline_entry(e) for e in events], out, indent=2)
+        out.write("\n")
+        return
+    for event in events:
+        entry = timeline_entry(event)
+        context = entry["context"]
+        who = f"user {entry['user_id'] or '-'} tenant {entry['tenant_id'] or '-'}"
+        by = f" by {context['server_type']}" if context.get("server_type") else ""
+        out.write(f"{entry['occurred_at']}  {entry['aggregate_type']} v{entry['version']}  {entry['type']}  "
+                  f"request {entry['request_id'] or '-'}  {who}{by}  "
+                  f"{json.dumps(entry['changes'], sort_keys=True, separators=(',', ':'))}\n")
+
+
+def _print_past(past: PastInstance, format_: str, out: TextIO) -> None:
+    from projections.instance_view import record_from_aggregate
+
+    record = record_from_aggregate(past.instance, past.events)
+    state = {"as_of": past.moment.isoformat(), "id": record.id, "name": record.name, "tenant_id": record.tenant_id,
+             "status": record.status, "operating_status": record.operating_status,
+             "task_status": record.task_status.name, "server_status": record.server_status,
+             "service_status": record.service_status.description, "flavor": record.flavor,
+             "volume_size": record.volume_size, "datastore": record.datastore,
+             "datastore_version": record.datastore_version, "deleted": record.deleted, "fault": record.fault,
+             "version": record.version, "last_event": timeline_entry(past.events[-1])}
+    if format_ == "json":
+        json.dump(state, out, indent=2, default=str)
+        out.write("\n")
+        return
+    for name, value in state.items():
+        if name != "last_event":
+            out.write(f"{name:18} {value if not isinstance(value, dict) else json.dumps(value, sort_keys=True)}\n")
+    last = state["last_event"]
+    out.write(f"{'last_event':18} {last['type']} v{last['version']} at {last['occurred_at']} "
+              f"(request {last['request_id']})\n")
+
+
 def _report(findings: list[Finding], seen: VerifyProgress, format_: str, out: TextIO) -> None:
     if format_ == "json":
         json.dump({"findings": [vars(f) for f in findings], "events": seen.events, "links": seen.links,
@@ -90,3 +164,9 @@ def add_audit_parser(sub: Any) -> None:
     verify = audit_sub.add_parser("verify", help="check every stored event against the hash chain and checkpoints")
     verify.add_argument("--format", choices=("text", "json"), default="text")
     verify.set_defaults(func=cmd_audit_verify)
+    timeline = audit_sub.add_parser("timeline", help="every event of an instance and its operations, from the store")
+    timeline.add_argument("instance_id")
+    timeline.add_argument("--as-of", metavar="ISO_TIME",
+                          help="show the instance as it was at this moment (UTC if no offset), from the store")
+    timeline.add_argument("--format", choices=("text", "json"), default="text")
+    timeline.set_defaults(func=cmd_audit_timeline)

@@ -16,6 +16,7 @@ from adapters.rest.errors import install_error_handling
 from adapters.rest.middleware import AuthMiddleware, RequestIdMiddleware
 from adapters.rest.openapi import build_document
 from adapters.rest.reads import InstanceReads
+from adapters.rest.resources.audit import MgmtInstanceEventsResource
 from adapters.rest.resources.backups import BackupResource, BackupsResource, InstanceBackupsResource
 from adapters.rest.resources.catalog import (
     DatastoreResource,
@@ -66,6 +67,7 @@ from projections.fault_history import FaultQueries, OperationReports
 from projections.instance_reports import InstanceReports
 from projections.instance_view import InstanceViewQueries
 from services.datastore_objects import DatastoreObjects
+from services.instance_history import InstanceHistory
 from services.instances import InstanceService
 
 TENANT = "/v1.0/{tenant_id}"
@@ -129,6 +131,7 @@ def create_app(*, instances: InstanceService, instance_views: InstanceViewQuerie
     route(f"{TENANT}/mgmt/instances", MgmtInstancesResource(instance_views, instance_reports))
     route(f"{TENANT}/mgmt/instances/{{instance}}", MgmtInstanceResource(instance_views, reads))
     route(f"{TENANT}/mgmt/instances/{{instance}}/faults", MgmtInstanceFaultsResource(faults, reads, instance_views))
+    route(f"{TENANT}/mgmt/instances/{{instance}}/events", MgmtInstanceEventsResource(InstanceHistory(instances)))
     route(f"{TENANT}/mgmt/usage", UsageResource(billing))
     route(f"{TENANT}/mgmt/reports/stuck-builds", StuckBuildsResource(instance_reports))
     route(f"{TENANT}/mgmt/reports/silent-guests", SilentGuestsResource(instance_reports))

@@ -83,6 +83,25 @@ class FaultList(Schema):
     links = fields.List(fields.Nested(Link))
 
 
+class InstanceEvent(Schema):
+    event_id = fields.String(required=True)
+    occurred_at = fields.String(required=True)
+    type = fields.String(required=True, metadata={"description": "The domain event, in the past tense."})
+    aggregate_type = fields.String(required=True, metadata={"description": "Instance, Backup or Quota."})
+    aggregate_id = fields.String(required=True)
+    version = fields.Integer(required=True)
+    request_id = fields.String(required=True, allow_none=True)
+    user_id = fields.String(required=True, allow_none=True)
+    tenant_id = fields.String(required=True, allow_none=True)
+    context = fields.Dict(required=True, metadata={"description": "client_ip, server_ip, server_type."})
+    changes = fields.Dict(required=True, metadata={"description": "What the event recorded."})
+
+
+class InstanceEventList(Schema):
+    events = fields.List(fields.Nested(InstanceEvent), required=True)
+    links = fields.List(fields.Nested(Link))
+
+
 class InstanceDetail(InstanceSummary):
     fault = fields.Nested(InstanceFault, metadata={"description": "The latest unresolved fault, if any."})
     created = fields.String(required=True, validate=TIMESTAMP)

@@ -31,12 +31,13 @@ def side(tmp_path: Path, broker: EmbeddedBroker, postgres_url: str) -> Iterator[
                           TROVE_ES_AUDIT_CHECKPOINT_EVERY="5", TROVE_ES_AUDIT_CHECKPOINT_INTERVAL_S="0.2")
 
 
-def _verify(side: WriteSide) -> tuple[int, str, dict[str, Any]]:
-    def run(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "adapters.cli", "audit", "verify", *extra], cwd=REPO_ROOT,
-                              env={**side.env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
+def _audit(side: WriteSide, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "adapters.cli", "audit", *args], cwd=REPO_ROOT,
+                          env={**side.env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
 
-    text, as_json = run(), run("--format", "json")
+
+def _verify(side: WriteSide) -> tuple[int, str, dict[str, Any]]:
+    text, as_json = _audit(side, "verify"), _audit(side, "verify", "--format", "json")
     assert text.returncode == as_json.returncode, as_json.stderr
     assert text.returncode in (0, 1), text.stderr
     return text.returncode, text.stdout, json.loads(as_json.stdout)
@@ -131,3 +132,38 @@ def test_rewriting_the_chain_to_match_an_edit_breaks_the_signed_checkpoint(side:
     assert code == 1
     assert report["findings"] and {f["kind"] for f in report["findings"]} == {"checkpoint-broken"}, text
     assert "not the one that was signed" in report["findings"][0]["detail"]
+
+
+def test_a_timeline_lists_every_event_and_as_of_rebuilds_the_instance_from_the_store(side: WriteSide) -> None:
+    instance_id = side.create(name="first", request_id="req-create")
+    side.instances.rename(side.context("req-rename-1"), instance_id, "second")
+    between = side.instances.history(instance_id)[-1].occurred_at
+    side.instances.rename(side.context("req-rename-2"), instance_id, "third")
+
+    listed = _audit(side, "timeline", instance_id, "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    entries = json.loads(listed.stdout)
+    own = [e for e in entries if e["aggregate_type"] == "Instance"]
+    assert own[0]["type"] == "CreateRequested"
+    renames = [(e["request_id"], e["changes"]["name"], e["user_id"]) for e in own if e["type"] == "Renamed"]
+    assert renames == [("req-rename-1", "second", "alice"), ("req-rename-2", "third", "alice")]
+    assert any(e["aggregate_type"] == "Quota" and e["request_id"] == "req-create" for e in entries), \
+        "the quota's reservation for the create is part of the instance's history"
+    text = _audit(side, "timeline", instance_id)
+    assert text.returncode == 0 and len(text.stdout.splitlines()) == len(entries)
+    assert "Renamed  request req-rename-2  user alice tenant tenant-a" in text.stdout
+
+    past = _audit(side, "timeline", instance_id, "--as-of", between, "--format", "json")
+    assert past.returncode == 0, past.stderr
+    state = json.loads(past.stdout)
+    assert (state["name"], state["status"], state["last_event"]["request_id"]) == ("second", "BUILD",
+                                                                                    "req-rename-1")
+    now = json.loads(_audit(side, "timeline", instance_id, "--as-of", "2999-01-01T00:00:00Z", "--format",
+                            "json").stdout)
+    assert now["name"] == "third"
+    before = _audit(side, "timeline", instance_id, "--as-of", "2000-01-01T00:00:00Z")
+    assert before.returncode == 2 and "did not exist yet" in before.stderr
+    odd = _audit(side, "timeline", instance_id, "--as-of", "yesterday")
+    assert odd.returncode == 2 and "not an ISO 8601 time" in odd.stderr
+    unknown = _audit(side, "timeline", "00000000-0000-0000-0000-000000000000")
+    assert unknown.returncode == 2 and "could not be found" in unknown.stderr
