@@ -12,43 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from adapters.progress import Progress
 from adapters.settings import Settings
 from domain.audit_chain import ChainVerifier, Finding, VerifyProgress
 from domain.errors import InvalidRequest
 from domain.public_events import PublicEvent
 from services.instance_history import PastInstance, timeline_entry
-
-
-class Progress:
-    """A progress line on stderr (a terminal: redrawn in place; otherwise a line every ``every_s``)."""
-
-    def __init__(self, what: str, total: int | None, out: TextIO = sys.stderr, every_s: float = 2.0) -> None:
-        self._what, self._total, self._out, self._every_s = what, total, out, every_s
-        self._started = self._shown = time.monotonic()
-        self._tty = out.isatty()
-
-    def show(self, done: int, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self._shown < (0.2 if self._tty else self._every_s):
-            return
-        self._shown = now
-        elapsed = max(now - self._started, 1e-6)
-        rate = done / elapsed
-        line = f"{self._what}: {done:,}"
-        if self._total:
-            line += f"/{self._total:,} ({100 * done / self._total:.0f}%)"
-            if rate > 0 and not final:
-                line += f", ETA {max(self._total - done, 0) / rate:.0f}s"
-        line += f", {rate:,.0f}/s"
-        if self._tty:
-            self._out.write("\r" + line + ("\n" if final else ""))
-        else:
-            self._out.write(line + "\n")
-        self._out.flush()
 
 
 def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
@@ -156,17 +128,3 @@ def _report(findings: list[Finding], seen: VerifyProgress, format_: str, out: Te
     if findings:
         out.write("The store was changed outside trove-es: restore it from a backup taken before the first "
                   "finding's time, or from Kafka's copy of the events.\n")
-
-
-def add_audit_parser(sub: Any) -> None:
-    audit = sub.add_parser("audit", help="the event store's history, and whether it was changed")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_sub.add_parser("verify", help="check every stored event against the hash chain and checkpoints")
-    verify.add_argument("--format", choices=("text", "json"), default="text")
-    verify.set_defaults(func=cmd_audit_verify)
-    timeline = audit_sub.add_parser("timeline", help="every event of an instance and its operations, from the store")
-    timeline.add_argument("instance_id")
-    timeline.add_argument("--as-of", metavar="ISO_TIME",
-                          help="show the instance as it was at this moment (UTC if no offset), from the store")
-    timeline.add_argument("--format", choices=("text", "json"), default="text")
-    timeline.set_defaults(func=cmd_audit_timeline)

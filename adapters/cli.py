@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -15,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from adapters.audit_cli import add_audit_parser
 from adapters.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -296,6 +296,43 @@ def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
     return run(settings, args)
 
 
+def _command(path: str) -> Callable[[Settings, argparse.Namespace], int]:
+    """A command whose module is imported only when it runs (the CLI starts without them)."""
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        module, _, name = path.partition(":")
+        return int(getattr(importlib.import_module(module), name)(settings, args))
+    return run
+
+
+def _audit_parser(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="the event store's history, and whether it was changed")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check every stored event against the hash chain and checkpoints")
+    verify.add_argument("--format", choices=("text", "json"), default="text")
+    verify.set_defaults(func=_command("adapters.audit_cli:cmd_audit_verify"))
+    timeline = audit_sub.add_parser("timeline", help="every event of an instance and its operations, from the store")
+    timeline.add_argument("instance_id")
+    timeline.add_argument("--as-of", metavar="ISO_TIME",
+                          help="show the instance as it was at this moment (UTC if no offset), from the store")
+    timeline.add_argument("--format", choices=("text", "json"), default="text")
+    timeline.set_defaults(func=_command("adapters.audit_cli:cmd_audit_timeline"))
+
+
+def _replay_parser(sub: Any) -> None:
+    replay = sub.add_parser("replay", help="rebuild a projection from history into a shadow; verify; swap")
+    replay.add_argument("projection", help="instance-view, fault-history, event-journal, catalog-view, "
+                                           "datastore-objects")
+    replay.add_argument("--from", dest="source", choices=("auto", "kafka", "store"), default="auto",
+                        help="where history is read: the events topic, or the event store (auto: the topic "
+                             "while it still holds everything)")
+    replay.add_argument("--verify", action="store_true", help="compare the shadow with the live projection")
+    replay.add_argument("--swap", action="store_true", help="replace the live rows with the shadow's")
+    replay.add_argument("--restart", action="store_true", help="drop the shadow and start from the beginning")
+    replay.add_argument("--batch", type=int, default=2000, help="events per transaction")
+    replay.add_argument("--show", type=int, default=50, help="differences printed at most")
+    replay.set_defaults(func=_command("adapters.replay:cmd_replay"))
+
+
 def _admin_parser(sub: Any) -> None:
     admin = sub.add_parser("admin", help="operators' queries of the read models (table or JSON)")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
@@ -406,7 +443,8 @@ def parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_billing_report)
 
     _admin_parser(sub)
-    add_audit_parser(sub)
+    _audit_parser(sub)
+    _replay_parser(sub)
 
     events = sub.add_parser("events", help="read the public event stream")
     events_sub = events.add_subparsers(dest="events_command", required=True)

@@ -1,0 +1,465 @@
+"""``trove-es replay <projection>``: rebuild a projection from the start of history into a shadow, compare it
+with the live one, and swap it in.
+
+- **Shadow.** On PostgreSQL the shadow is a schema of the projection's database (``shadow_<name>``), on
+  SQLite a file beside the projection's (``shadow-<name>.db``). It holds the projection's own tables,
+  the dedupe marks (``consumer_marks``, group ``replay``) and how far the replay got (``replay_positions``),
+  written in the transaction of each batch, so an interrupted replay resumes where it stopped.
+- **Source.** ``kafka`` reads ``trove.events`` from its first offset up to the end it had when the replay
+  started; ``store`` reads the event store's log, for when Kafka no longer holds the history; ``auto``
+  takes Kafka when every partition still starts at offset 0, the store otherwise. Both give each
+  aggregate's events in order, and the projection is the live one's code, so a rebuild gives the rows
+  the live projection has (``--verify`` shows any that differ) and two rebuilds give the same rows.
+- **Swap.** One transaction on the live database replaces the projection's rows and dedupe marks with
+  the shadow's, and marks the live consumer's stored offsets as of another incarnation of the topic.
+  The live consumer, running or not, then reads the topic from its start again and applies only what
+  the shadow lacks (its marks drop the rest): nothing is lost between the replay's end and the swap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    inspect,
+    make_url,
+    select,
+    text,
+)
+from sqlalchemy.orm import Session
+
+from adapters.progress import Progress
+from adapters.settings import Settings
+from adapters.sql.engine import create_sql_engine
+from adapters.sql.schema import create_tables
+from adapters.sql.tracking import consumer_marks, consumer_offsets
+from domain.public_events import PublicEvent, PublicEventError, to_public_event
+from projections.base import Projection
+from projections.upsert import upsert_statement
+
+REPLAY_GROUP = "replay"
+STORE = "store"  # the topic name a store replay's position is kept under
+REPLAYED = "replayed:"  # prefix a swap puts on the live consumer's stored topic ids
+
+replay_metadata = MetaData()
+replay_positions = Table(
+    "replay_positions",
+    replay_metadata,
+    Column("topic", String(249), primary_key=True),  # a Kafka topic, or ``store``
+    Column("partition", BigInteger, primary_key=True, autoincrement=False),
+    Column("next_position", BigInteger, nullable=False),  # the next offset, or the last notification id
+)
+
+
+class ReplayError(RuntimeError):
+    """The replay cannot go on; the text says what to do."""
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """Where a projection's rebuild is written: its engine, and how the live database names it."""
+
+    name: str
+    live_url: str
+    url: str
+    schema: str | None  # PostgreSQL: the shadow's schema
+    path: Path | None  # SQLite: the shadow's file
+
+    @classmethod
+    def of(cls, projection_name: str, live_url: str) -> Shadow:
+        schema = "shadow_" + "".join(c if c.isalnum() else "_" for c in projection_name.lower())
+        parsed = make_url(live_url)
+        if parsed.get_backend_name() == "sqlite":
+            path = Path(parsed.database or "").parent / f"shadow-{projection_name}.db"
+            return cls(projection_name, live_url, f"sqlite:///{path}", None, path)
+        shadow = parsed.update_query_dict({"options": f"-csearch_path={schema}"})
+        return cls(projection_name, live_url, shadow.render_as_string(hide_password=False), schema, None)
+
+    def create(self) -> Engine:
+        if self.schema is not None:
+            live = create_sql_engine(self.live_url, pool_size=1)
+            try:
+                with live.begin() as connection:
+                    connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            finally:
+                live.dispose()
+        return create_sql_engine(self.url, pool_size=2)
+
+    def drop(self) -> None:
+        if self.path is not None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            return
+        live = create_sql_engine(self.live_url, pool_size=1)
+        try:
+            with live.begin() as connection:
+                connection.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
+        finally:
+            live.dispose()
+
+
+class Replayer:
+    """Applies history to a projection in a shadow, a batch per transaction, with its position."""
+
+    def __init__(self, projection: Projection, engine: Engine) -> None:
+        self.projection = projection
+        self.engine = engine
+        create_tables(engine, projection.metadata)
+        create_tables(engine, consumer_marks.metadata, [consumer_marks])
+        create_tables(engine, replay_metadata)
+        self._handles: frozenset[str] | None = getattr(projection, "handles", None)
+        self._apply_batch: Callable[[list[PublicEvent], Session], None] | None = getattr(
+            projection, "apply_batch", None)
+        self._marks = self._load_marks()
+        self.applied = 0
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(replay_positions)).all()
+        return {(row.topic, row.partition): row.next_position for row in rows}
+
+    def apply(self, events: Sequence[PublicEvent], positions: dict[tuple[str, int], int]) -> None:
+        """Apply ``events`` (each aggregate's in order) and record ``positions``, in one transaction."""
+        fresh, changed = [], {}
+        for event in events:
+            if self._handles is not None and event.type not in self._handles:
+                continue
+            key = event.aggregate_id
+            if event.version <= changed.get(key, self._marks.get(key, 0)):
+                continue  # a repeat (the relay resends after a crash)
+            changed[key] = event.version
+            fresh.append(event)
+        with Session(self.engine) as session, session.begin():
+            if fresh:
+                if self._apply_batch is not None:
+                    self._apply_batch(fresh, session)
+                else:
+                    for event in fresh:
+                        self.projection.apply(event, session)
+            connection = session.connection()
+            if changed:
+                connection.execute(upsert_statement(connection, consumer_marks, ["group_id", "aggregate_id"],
+                                                    ["version"]),
+                                   [{"group_id": REPLAY_GROUP, "aggregate_id": a, "version": v}
+                                    for a, v in changed.items()])
+            if positions:
+                connection.execute(upsert_statement(connection, replay_positions, ["topic", "partition"],
+                                                    ["next_position"]),
+                                   [{"topic": t, "partition": p, "next_position": n}
+                                    for (t, p), n in positions.items()])
+        self._marks.update(changed)
+        self.applied += len(fresh)
+
+    def _load_marks(self) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(consumer_marks.c.aggregate_id, consumer_marks.c.version)
+                                      .where(consumer_marks.c.group_id == REPLAY_GROUP)).all()
+        return {row.aggregate_id: row.version for row in rows}
+
+
+# Sources ---------------------------------------------------------------------------------------------
+
+def store_batches(application: Any, after: int, batch: int) -> Iterator[tuple[list[PublicEvent], int]]:
+    """The event store's log after notification ``after``, as public events, with each batch's last id."""
+    to_domain_event = application.mapper.to_domain_event
+    while True:
+        notifications = application.recorder.select_notifications(start=after, limit=batch,
+                                                                   inclusive_of_start=False)
+        if not notifications:
+            return
+        after = notifications[-1].id
+        yield [to_public_event(to_domain_event(n)) for n in notifications], after
+        if len(notifications) < batch:
+            return
+
+
+class KafkaHistory:
+    """A topic read from its first offset (or where a replay stopped) to the end it had at the start.
+
+    The end is each partition's high watermark as the first fetch reports it: the broker the tests and
+    the embedded stack run (tansu) answers a ListOffsets for the latest offset wrongly, its fetches do not.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str, *, timeout_s: float = 30.0) -> None:
+        self.topic = topic
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                                       auto_offset_reset="earliest", max_poll_records=2000)
+        found = self._consumer.partitions_for_topic(topic)
+        if not found:
+            self._consumer.close()
+            raise ReplayError(f"topic {topic} does not exist on the broker; replay --from store instead")
+        self.partitions = [TopicPartition(topic, p) for p in sorted(found)]
+        self.beginning = self._consumer.beginning_offsets(self.partitions)
+        self.end = self._high_watermarks(timeout_s)
+
+    def _high_watermarks(self, timeout_s: float) -> dict[TopicPartition, int]:
+        consumer = self._consumer
+        consumer.assign(self.partitions)
+        consumer.seek_to_beginning(*self.partitions)
+        ends: dict[TopicPartition, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(ends) < len(self.partitions):
+            if time.monotonic() > deadline:
+                self._consumer.close()
+                raise ReplayError(f"the broker did not say how far {self.topic} goes within {timeout_s:.0f}s; "
+                                  f"try again, or replay --from store")
+            consumer.poll(timeout_ms=200, max_records=1)
+            for partition in self.partitions:
+                high = consumer.highwater(partition)
+                if high is not None:
+                    ends.setdefault(partition, high)
+        return ends
+
+    @property
+    def complete(self) -> bool:
+        """Whether the topic still holds its whole history (nothing was deleted from its start)."""
+        return all(offset == 0 for offset in self.beginning.values())
+
+    def total(self) -> int:
+        return sum(self.end[p] - self.beginning[p] for p in self.partitions)
+
+    def batches(self, positions: dict[tuple[str, int], int], decode: Callable[[bytes], PublicEvent]
+                ) -> Iterator[tuple[list[PublicEvent], dict[tuple[str, int], int]]]:
+        consumer = self._consumer
+        remaining = {}
+        for partition in self.partitions:
+            start = positions.get((self.topic, partition.partition), self.beginning[partition])
+            if start < self.end[partition]:
+                consumer.seek(partition, start)
+                remaining[partition] = self.end[partition]
+            else:
+                consumer.pause(partition)
+        while remaining:
+            polled = consumer.poll(timeout_ms=1000, max_records=2000)
+            events: list[PublicEvent] = []
+            moved: dict[tuple[str, int], int] = {}
+            for partition, records in polled.items():
+                end = remaining.get(partition)
+                if end is None:
+                    continue
+                for record in records:
+                    if record.offset >= end:
+                        break
+                    with contextlib.suppress(PublicEventError):  # dead-lettered live too: it changes no row
+                        events.append(decode(record.value))
+                    moved[(self.topic, partition.partition)] = record.offset + 1
+                if moved.get((self.topic, partition.partition), 0) >= end:
+                    del remaining[partition]
+                    consumer.pause(partition)
+            if moved:
+                yield events, moved
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+# Verify and swap ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Difference:
+    table: str
+    key: tuple[Any, ...]
+    kind: str  # only-live, only-shadow, differs
+    columns: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        where = f"{self.table} {self.key}"
+        if self.kind == "differs":
+            return f"{where}: differs in {', '.join(self.columns)}"
+        return f"{where}: only in the {'live projection' if self.kind == 'only-live' else 'shadow'}"
+
+
+def compare(projection: Projection, live: Engine, shadow: Engine) -> Iterator[Difference]:
+    """Every row that differs between the live tables and the shadow's, table by table, by primary key."""
+    for table in projection.metadata.sorted_tables:
+        key = [column.name for column in table.primary_key.columns]
+        order = [table.c[name] for name in key]
+        names = [column.name for column in table.columns]
+        with live.connect() as a, shadow.connect() as b:
+            if not inspect(a).has_table(table.name):
+                continue
+            ours = (tuple(row) for row in a.execute(select(table).order_by(*order)))
+            theirs = (tuple(row) for row in b.execute(select(table).order_by(*order)))
+            yield from _merge(table.name, [names.index(k) for k in key], names, ours, theirs)
+
+
+def _merge(table: str, key_at: list[int], names: list[str], live: Iterator[tuple[Any, ...]],
+           shadow: Iterator[tuple[Any, ...]]) -> Iterator[Difference]:
+    def key_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(row[i] for i in key_at)
+
+    a, b = next(live, None), next(shadow, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and key_of(a) < key_of(b)):
+            assert a is not None
+            yield Difference(table, key_of(a), "only-live")
+            a = next(live, None)
+        elif a is None or key_of(b) < key_of(a):
+            yield Difference(table, key_of(b), "only-shadow")
+            b = next(shadow, None)
+        else:
+            differing = tuple(name for name, x, y in zip(names, a, b, strict=True) if x != y)
+            if differing:
+                yield Difference(table, key_of(a), "differs", differing)
+            a, b = next(live, None), next(shadow, None)
+
+
+def swap(projection: Projection, shadow: Shadow, live_group: str) -> None:
+    """Replace the live rows and marks with the shadow's in one transaction, and send the live consumer
+    back to the topic's start (see the module's docstring)."""
+    tables = [(t.name, ", ".join(f'"{c.name}"' for c in t.columns)) for t in projection.metadata.sorted_tables]
+    marks, offsets = consumer_marks.name, consumer_offsets.name
+    if shadow.path is not None:
+        _swap_sqlite(shadow, tables, live_group)
+        return
+    live = create_sql_engine(shadow.live_url, pool_size=1)
+    create_tables(live, consumer_marks.metadata, [consumer_marks, consumer_offsets])
+    source = f'"{shadow.schema}"'
+    try:
+        with live.begin() as connection:
+            for name, _ in reversed(tables):
+                connection.execute(text(f'DELETE FROM "{name}"'))
+            for name, columns in tables:
+                connection.execute(text(f'INSERT INTO "{name}" ({columns}) SELECT {columns} FROM {source}."{name}"'))
+            _swap_tracking(connection.exec_driver_sql, source, marks, offsets, live_group, "%s")
+    finally:
+        live.dispose()
+
+
+def _swap_sqlite(shadow: Shadow, tables: list[tuple[str, str]], live_group: str) -> None:
+    assert shadow.path is not None
+    live_path = make_url(shadow.live_url).database or ""
+    connection = sqlite3.connect(live_path, isolation_level=None, timeout=30)
+    try:
+        connection.execute("ATTACH DATABASE ? AS shadow", (str(shadow.path),))
+        connection.execute("BEGIN IMMEDIATE")  # writes only the live file: atomic even in WAL mode
+        try:
+            for name, _ in reversed(tables):
+                connection.execute(f'DELETE FROM main."{name}"')
+            for name, columns in tables:
+                connection.execute(f'INSERT INTO main."{name}" ({columns}) SELECT {columns} FROM shadow."{name}"')
+            _swap_tracking(connection.execute, "shadow", consumer_marks.name, consumer_offsets.name, live_group,
+                           "?")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+    finally:
+        connection.close()
+
+
+def _swap_tracking(execute: Callable[..., Any], source: str, marks: str, offsets: str, group: str,
+                   param: str) -> None:
+    execute(f"DELETE FROM {marks} WHERE group_id = {param}", (group,))
+    execute(f"INSERT INTO {marks} (group_id, aggregate_id, version) SELECT {param}, aggregate_id, version "
+            f"FROM {source}.{marks} WHERE group_id = {param}", (group, REPLAY_GROUP))
+    # Another incarnation's offsets, to the live consumer: it reads the topic from its start, keeping
+    # only what the shadow's marks do not already hold.
+    execute(f"UPDATE {offsets} SET topic_id = {param} || topic_id WHERE group_id = {param} "
+            f"AND topic_id NOT LIKE {param}", (REPLAYED, group, REPLAYED + "%"))
+
+
+# The command ------------------------------------------------------------------------------------------
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.bootstrap import load_projection
+    from adapters.cli import PROJECTIONS, resolve_bootstrap
+
+    if args.projection not in PROJECTIONS or args.projection == "notifications":
+        print(f"trove-es replay: {args.projection!r} is not a projection of the event stream; one of "
+              f"{', '.join(n for n in PROJECTIONS if n != 'notifications')}", file=sys.stderr)
+        return 2
+    projection = load_projection(PROJECTIONS[args.projection])
+    shadow = Shadow.of(projection.name, settings.projection_url(projection.name))
+    if args.restart:
+        shadow.drop()
+    engine = shadow.create()
+    try:
+        replayer = Replayer(projection, engine)
+        source = args.source
+        history = None
+        if source in ("kafka", "auto"):
+            settings = resolve_bootstrap(settings)
+            try:
+                history = KafkaHistory(settings.kafka_bootstrap_servers, settings.topics.events)
+            except ReplayError as exc:
+                if source == "kafka":
+                    raise
+                print(f"trove-es replay: {exc}", file=sys.stderr)
+            if history is not None and source == "auto" and not history.complete:
+                print("trove-es replay: the topic no longer starts at offset 0; replaying from the event store",
+                      file=sys.stderr)
+                history.close()
+                history = None
+            source = "kafka" if history is not None else STORE
+        _run(replayer, source, history, settings, args.batch)
+        code = 0
+        if args.verify or args.swap:
+            live = create_sql_engine(shadow.live_url, pool_size=1)
+            try:
+                differences = list(compare(projection, live, engine))
+            finally:
+                live.dispose()
+            for difference in differences[:args.show]:
+                print(difference)
+            print(f"{len(differences) or 'no'} row difference{'' if len(differences) == 1 else 's'} between "
+                  f"the live projection and the shadow")
+            code = 1 if differences and not args.swap else 0
+        if args.swap:
+            engine.dispose()
+            swap(projection, shadow, settings.group_id(projection.name))
+            shadow.drop()
+            print(f"swapped: {projection.name} now holds the rebuilt rows; its consumer re-reads the topic and "
+                  f"keeps only what the rebuild did not have")
+        return code
+    except ReplayError as exc:
+        print(f"trove-es replay: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+
+
+def _run(replayer: Replayer, source: str, history: KafkaHistory | None, settings: Settings, batch: int) -> None:
+    positions = replayer.positions()
+    if source == STORE:
+        from adapters.bootstrap import build_application
+
+        application = build_application(settings)
+        after = positions.get((STORE, 0), 0)
+        total = application.recorder.max_notification_id() or 0
+        progress = Progress(f"replaying {replayer.projection.name} from the event store", total, initial=after)
+        for events, last in store_batches(application, after, batch):
+            replayer.apply(events, {(STORE, 0): last})
+            progress.show(last)
+        progress.show(max(total, after), final=True)
+        return
+    assert history is not None
+    try:
+        total = history.total()
+        done = sum(positions.get((history.topic, p.partition), history.beginning[p]) - history.beginning[p]
+                   for p in history.partitions)
+        progress = Progress(f"replaying {replayer.projection.name} from {history.topic}", total, initial=done)
+        for events, moved in history.batches(positions, replayer.projection.catalog.decode):
+            replayer.apply(events, moved)
+            positions.update(moved)
+            done = sum(positions.get((history.topic, p.partition), history.beginning[p]) - history.beginning[p]
+                       for p in history.partitions)
+            progress.show(done)
+        progress.show(total, final=True)
+    finally:
+        history.close()
