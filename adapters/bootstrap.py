@@ -21,7 +21,7 @@ from adapters.sql.schema import create_tables
 from adapters.sql.secret_drops import SqlSecretDrops
 from domain.usage_audit import EXISTS, QUOTA
 from projections.base import Projection
-from projections.notifier import Notifier
+from projections.notifier import NotificationPublisher, Notifier
 from services.application import TroveApplication
 from services.ports import BackupStorage, ComputeDriver
 from services.task_manager import local_ip
@@ -189,13 +189,15 @@ def load_projection(path: str) -> Projection:
     return factory() if callable(factory) else factory
 
 
-def notifier(settings: Settings | None = None) -> Notifier:
+def notifier(settings: Settings | None = None, *, publisher: NotificationPublisher | None = None,
+             topics: tuple[str, str] | None = None) -> Notifier:
     """The notifier, publishing to the settings' notification topics (the projection factory
-    ``consume --projection notifications`` calls)."""
+    ``consume --projection notifications`` calls), or through ``publisher`` to ``topics`` (info, error)."""
     settings = settings or load_settings()
-    topics = (settings.topics.notifications_info, settings.topics.notifications_error)
-    publisher = KafkaNotificationPublisher(settings.kafka_bootstrap_servers, topics,
-                                           settings.notifications_partitions)
+    topics = topics or (settings.topics.notifications_info, settings.topics.notifications_error)
+    if publisher is None:
+        publisher = KafkaNotificationPublisher(settings.kafka_bootstrap_servers, topics,
+                                               settings.notifications_partitions)
     partitions = settings.events_partitions
     return Notifier(publisher, settings.notification_host, info_topic=topics[0], error_topic=topics[1],
                     errors_on_info=settings.notification_errors_on_info, quota_defaults=settings.quota_defaults,
