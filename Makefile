@@ -32,6 +32,7 @@ integration: install
 bench: install
 	PYTHONPATH=. $(BIN)/python benchmarks/pipeline.py
 	PYTHONPATH=. $(BIN)/python benchmarks/api.py
+	PYTHONPATH=. $(BIN)/python benchmarks/replay.py
 
 docs: install
 	$(BIN)/python -m adapters.notification_docs

@@ -117,77 +117,116 @@ class InstanceView:
         self.handles = frozenset(self._types | BACKUP_EVENT_TYPES)  # the runner skips the rest (quota, catalog)
 
     def apply(self, event: PublicEvent, session: Session) -> None:
-        if event.type in BACKUP_EVENT_TYPES:
-            apply_backup_event(event, session)
-            return
-        if event.type == "BackupProgressed":
-            apply_backup_progress(event, session)  # and on: the instance's row keeps its version with its events
-        if event.type not in self._types:
-            return
-        data = event.data
-        if event.type == "CreateRequested":
-            session.execute(insert(instance_view).values(
-                id=event.aggregate_id, tenant_id=data["tenant_id"], name=data["name"],
-                task_status=TaskStatus.BUILDING.name, server_status="BUILD",
-                service_status=ServiceStatus.NEW.description, flavor=data["flavor"], volume_size=data["volume_size"],
-                datastore=data["datastore"], datastore_version=data["datastore_version"],
-                datastore_version_id=data["datastore_version_id"], region=data["region"],
-                availability_zone=data.get("availability_zone"), addresses=[], operation=data["operation"],
-                operation_request_id=event.request_id,
-                created_at=event.occurred_at, updated_at=event.occurred_at, deleted=False, version=event.version))
-            return
-        changes = self._changes(event, session)
-        if event.type in FAULT_EVENTS:
-            changes.update(self._faults(event, session))
-        changes.update(updated_at=event.occurred_at, version=event.version)
-        session.execute(update(instance_view).where(instance_view.c.id == event.aggregate_id).values(**changes))
+        self.apply_batch([event], session)
+
+    def apply_batch(self, events: list[PublicEvent], session: Session) -> None:
+        """Fold the batch into the rows it touches in memory, then write each row once: one SELECT of the
+        rows the batch changes and one executemany each of INSERTs and UPDATEs, not a statement per event."""
+        rows = self._rows_of(events, session)
+        created: set[str] = set()
+        changed: set[str] = set()
+        for event in events:
+            if event.type in BACKUP_EVENT_TYPES:
+                apply_backup_event(event, session)
+                continue
+            if event.type not in self._types:
+                continue
+            if event.type == "BackupProgressed":
+                apply_backup_progress(event, session)  # and on: the instance's row keeps its version
+            key = event.aggregate_id
+            if event.type == "CreateRequested":
+                if key not in rows:  # a repeat of a create already in the view changes nothing
+                    rows[key] = _created_row(event)
+                    created.add(key)
+                continue
+            row = rows.get(key)
+            if row is None:
+                continue  # an instance from before this projection's history began
+            changes = _changes(event, row)
+            if event.type in FAULT_EVENTS:
+                changes.update(_faults(event, row))
+            changes.update(updated_at=event.occurred_at, version=event.version)
+            row.update(changes)
+            changed.add(key)
+        if created:
+            session.execute(insert(instance_view), [rows[key] for key in created])
+        updated = [{"b_id": key, **rows[key]} for key in changed - created]
+        if updated:
+            session.execute(_UPDATE_ROW, updated)
 
     @staticmethod
-    def _faults(event: PublicEvent, session: Session) -> dict[str, Any]:
-        current = session.execute(select(instance_view.c.service_status, instance_view.c.open_faults)
-                                  .where(instance_view.c.id == event.aggregate_id)).one()
-        state = {"healthy": current.service_status == faults.HEALTHY, "open": json_value(current.open_faults) or []}
-        return {"open_faults": state["open"]} if faults.fold(state, event) else {}
+    def _rows_of(events: list[PublicEvent], session: Session) -> dict[str, dict[str, Any]]:
+        wanted = {e.aggregate_id for e in events if e.aggregate_type == "Instance" and e.type != "CreateRequested"}
+        created = {e.aggregate_id for e in events if e.type == "CreateRequested"}
+        wanted |= created  # a create repeated after a crash finds its row
+        if not wanted:
+            return {}
+        found = session.execute(select(instance_view).where(instance_view.c.id.in_(wanted))).mappings()
+        return {row["id"]: {**row, "open_faults": json_value(row["open_faults"])} for row in found}
 
-    def _changes(self, event: PublicEvent, session: Session) -> dict[str, Any]:
-        data, kind = event.data, event.type
-        if kind == "ServerProvisioned":
-            return {"server_id": data["server_id"], "volume_id": data["volume_id"],
-                    "server_status": data["server_status"], "addresses": data["addresses"]}
-        if kind == "ServerStatusChanged":
-            if data.get("addresses") is not None:
-                return {"server_status": data["server_status"], "addresses": data["addresses"]}
-            return {"server_status": data["server_status"]}
-        if kind == "ServiceStatusChanged":
-            return {"service_status": data["service_status"], "service_status_updated": event.occurred_at}
-        if kind in _OPENING_TASKS:
-            return {"task_status": _OPENING_TASKS[kind].name, "operation": data["operation"],
-                    "operation_request_id": event.request_id}
-        if kind in ("GuestChangeRequested", "BackupRequested"):  # operations that leave the task alone
-            return {"operation": data["operation"], "operation_request_id": event.request_id}
-        if kind == "VolumeResized":
-            return {"volume_size": data["volume_size"]}
-        if kind == "FlavorResized":
-            return {"flavor": data["flavor"]}
-        if kind == "Renamed":
-            return {"name": data["name"]}
-        if kind == "StatusReset":
-            return {"task_status": TaskStatus.NONE.name, "service_status": ServiceStatus.UNKNOWN.description,
-                    "service_status_updated": event.occurred_at}
-        if kind == "Deleted":
-            return {"deleted": True, "deleted_at": event.occurred_at, "server_status": "DELETED",
-                    "service_status": ServiceStatus.DELETED.description}
-        if kind in ("OperationSucceeded", "OperationFailed"):
-            current = session.execute(select(instance_view.c.task_status, instance_view.c.operation_request_id)
-                                      .where(instance_view.c.id == event.aggregate_id)).one()
-            if current.operation_request_id != data["request_id"]:
-                return {}  # a synchronous operation closing itself
-            closed = {"operation": None, "operation_request_id": None}
-            if kind == "OperationFailed":
-                return {**closed, "task_status": data["task"]}
-            keep_deleting = current.task_status == TaskStatus.DELETING.name and data["operation"] == DELETE
-            return {**closed, **({} if keep_deleting else {"task_status": TaskStatus.NONE.name})}
-        return {}  # PrepareSent: nothing a reader sees
+
+# One row's every column but its id, written back after a batch's fold.
+_UPDATE_ROW = (update(instance_view).where(instance_view.c.id == bindparam("b_id"))
+               .values({column.name: bindparam(column.name) for column in instance_view.columns
+                        if column.name != "id"}))
+
+
+def _created_row(event: PublicEvent) -> dict[str, Any]:
+    data = event.data
+    return dict(id=event.aggregate_id, tenant_id=data["tenant_id"], name=data["name"],
+                task_status=TaskStatus.BUILDING.name, server_status="BUILD",
+                service_status=ServiceStatus.NEW.description, service_status_updated=None, flavor=data["flavor"],
+                volume_size=data["volume_size"], datastore=data["datastore"],
+                datastore_version=data["datastore_version"], datastore_version_id=data["datastore_version_id"],
+                region=data["region"], availability_zone=data.get("availability_zone"), server_id=None,
+                volume_id=None, addresses=[], operation=data["operation"], operation_request_id=event.request_id,
+                created_at=event.occurred_at, updated_at=event.occurred_at, deleted=False, deleted_at=None,
+                version=event.version, open_faults=None)
+
+
+def _faults(event: PublicEvent, row: dict[str, Any]) -> dict[str, Any]:
+    state = {"healthy": row["service_status"] == faults.HEALTHY, "open": list(row["open_faults"] or [])}
+    return {"open_faults": state["open"]} if faults.fold(state, event) else {}
+
+
+def _changes(event: PublicEvent, row: dict[str, Any]) -> dict[str, Any]:
+    """What ``event`` changes in the instance's ``row`` (its state before the event)."""
+    data, kind = event.data, event.type
+    if kind == "ServerProvisioned":
+        return {"server_id": data["server_id"], "volume_id": data["volume_id"],
+                "server_status": data["server_status"], "addresses": data["addresses"]}
+    if kind == "ServerStatusChanged":
+        if data.get("addresses") is not None:
+            return {"server_status": data["server_status"], "addresses": data["addresses"]}
+        return {"server_status": data["server_status"]}
+    if kind == "ServiceStatusChanged":
+        return {"service_status": data["service_status"], "service_status_updated": event.occurred_at}
+    if kind in _OPENING_TASKS:
+        return {"task_status": _OPENING_TASKS[kind].name, "operation": data["operation"],
+                "operation_request_id": event.request_id}
+    if kind in ("GuestChangeRequested", "BackupRequested"):  # operations that leave the task alone
+        return {"operation": data["operation"], "operation_request_id": event.request_id}
+    if kind == "VolumeResized":
+        return {"volume_size": data["volume_size"]}
+    if kind == "FlavorResized":
+        return {"flavor": data["flavor"]}
+    if kind == "Renamed":
+        return {"name": data["name"]}
+    if kind == "StatusReset":
+        return {"task_status": TaskStatus.NONE.name, "service_status": ServiceStatus.UNKNOWN.description,
+                "service_status_updated": event.occurred_at}
+    if kind == "Deleted":
+        return {"deleted": True, "deleted_at": event.occurred_at, "server_status": "DELETED",
+                "service_status": ServiceStatus.DELETED.description}
+    if kind in ("OperationSucceeded", "OperationFailed"):
+        if row["operation_request_id"] != data["request_id"]:
+            return {}  # a synchronous operation closing itself
+        closed = {"operation": None, "operation_request_id": None}
+        if kind == "OperationFailed":
+            return {**closed, "task_status": data["task"]}
+        keep_deleting = row["task_status"] == TaskStatus.DELETING.name and data["operation"] == DELETE
+        return {**closed, **({} if keep_deleting else {"task_status": TaskStatus.NONE.name})}
+    return {}  # PrepareSent: nothing a reader sees
 
 
 @dataclass(frozen=True)
