@@ -298,9 +298,16 @@ class Difference:
         return f"{where}: only in the {'live projection' if self.kind == 'only-live' else 'shadow'}"
 
 
+def rebuilt_tables(projection: Projection) -> list[Table]:
+    """The tables a replay rebuilds: the projection's own (``rebuilt_tables``), or all of its metadata."""
+    names = getattr(projection, "rebuilt_tables", None)
+    tables = projection.metadata.sorted_tables
+    return tables if names is None else [t for t in tables if t.name in names]
+
+
 def compare(projection: Projection, live: Engine, shadow: Engine) -> Iterator[Difference]:
     """Every row that differs between the live tables and the shadow's, table by table, by primary key."""
-    for table in projection.metadata.sorted_tables:
+    for table in rebuilt_tables(projection):
         key = [column.name for column in table.primary_key.columns]
         order = [table.c[name] for name in key]
         names = [column.name for column in table.columns]
@@ -336,7 +343,7 @@ def _merge(table: str, key_at: list[int], names: list[str], live: Iterator[tuple
 def swap(projection: Projection, shadow: Shadow, live_group: str) -> None:
     """Replace the live rows and marks with the shadow's in one transaction, and send the live consumer
     back to the topic's start (see the module's docstring)."""
-    tables = [(t.name, ", ".join(f'"{c.name}"' for c in t.columns)) for t in projection.metadata.sorted_tables]
+    tables = [(t.name, ", ".join(f'"{c.name}"' for c in t.columns)) for t in rebuilt_tables(projection)]
     marks, offsets = consumer_marks.name, consumer_offsets.name
     if shadow.path is not None:
         _swap_sqlite(shadow, tables, live_group)

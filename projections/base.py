@@ -31,6 +31,9 @@ class Projection(Protocol):
     # ``background = True``: its consumer then parks fetches longer, trading a few hundred milliseconds of
     # lag for far fewer empty fetches while the stream is idle.
     #
+    # A projection whose metadata also holds tables others write (created beside its own so reads can join
+    # them) names its own in ``rebuilt_tables``: ``trove-es replay`` compares and swaps only those.
+    #
     # A projection may also define ``apply_batch(events: list[PublicEvent], session)``, applying a
     # whole batch in order with the same effect as ``apply`` on each. The runner uses it on its fast
     # path (a bulk INSERT is many times cheaper than one per event) and falls back to ``apply``, one

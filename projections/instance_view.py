@@ -110,6 +110,8 @@ class InstanceView:
 
     name = "instance-view"
     metadata = metadata
+    # What its events write; the heartbeats (the conductor's) and write marks (the API's) only live beside.
+    rebuilt_tables = ("instance_view", "backup_view")
 
     def __init__(self) -> None:
         self.catalog: EventCatalog = domain_catalog()

@@ -19,6 +19,7 @@ from adapters.kafka.broker import EmbeddedBroker
 from adapters.replay import STORE, Replayer, Shadow, store_batches
 from adapters.sql.schema import create_tables
 from projections.instance_view import InstanceView, instance_view
+from tests.integration.test_task_manager import ALL, _active
 from tests.support.stack import REPO_ROOT, StackProcess, wait_for
 from tests.support.trove_processes import WriteSide, write_side
 
@@ -114,3 +115,27 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped_and_ends_with_the_same_
     assert partial != whole, "interrupted, the shadow holds part of history"
     assert rebuild("resumed") == whole, "resumed, it ends as the uninterrupted one did"
     application.close()
+
+
+def test_every_read_model_of_the_event_stream_rebuilds_equal_to_the_live_one(side: WriteSide) -> None:
+    names = ("fault-history", "event-journal", "catalog-view", "datastore-objects", "instance-view")
+    side.start(*ALL)
+    for name in names:
+        side.processes[name] = StackProcess(name, ["consume", "--projection", name], side.env, side.log_dir)
+    ok = side.create(name="fine", request_id="req-create-ok")
+    broken = side.create(name="fake-prepare-fails", request_id="req-create-broken")  # a fault to rebuild
+    side.wait(lambda: _active(side, ok) and not side.get(broken).operation_open(), "both builds to end")
+    side.instances.rename(side.context("req-rename"), ok, "renamed")
+
+    for name in names:
+        last: list[str] = []
+
+        def equal(name: str = name, last: list[str] = last) -> bool:
+            done = _replay(side, name, "--verify")
+            assert done.returncode in (0, 1), done.stderr
+            last[:] = [done.stdout]
+            return done.returncode == 0
+        try:
+            wait_for(equal, 60, f"{name} rebuilt equal to the live one (once the live one has caught up)")
+        except AssertionError as timed_out:
+            raise AssertionError(f"{timed_out}\nlast --verify said:\n{last[0] if last else ''}") from None
