@@ -321,7 +321,7 @@ def _audit_parser(sub: Any) -> None:
 def _replay_parser(sub: Any) -> None:
     replay = sub.add_parser("replay", help="rebuild a projection from history into a shadow; verify; swap")
     replay.add_argument("projection", help="instance-view, fault-history, event-journal, catalog-view, "
-                                           "datastore-objects")
+                                           "datastore-objects, or billing (from the notification topics)")
     replay.add_argument("--from", dest="source", choices=("auto", "kafka", "store"), default="auto",
                         help="where history is read: the events topic, or the event store (auto: the topic "
                              "while it still holds everything)")

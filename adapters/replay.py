@@ -134,16 +134,18 @@ class Replayer:
             rows = connection.execute(select(replay_positions)).all()
         return {(row.topic, row.partition): row.next_position for row in rows}
 
-    def apply(self, events: Sequence[PublicEvent], positions: dict[tuple[str, int], int]) -> None:
+    def apply(self, events: Sequence[Any], positions: dict[tuple[str, int], int]) -> None:
         """Apply ``events`` (each aggregate's in order) and record ``positions``, in one transaction."""
         fresh, changed = [], {}
         for event in events:
             if self._handles is not None and event.type not in self._handles:
                 continue
-            key = event.aggregate_id
-            if event.version <= changed.get(key, self._marks.get(key, 0)):
-                continue  # a repeat (the relay resends after a crash)
-            changed[key] = event.version
+            dedupe = event.dedupe_key  # None: the projection dedupes itself (the ledger, by message id)
+            if dedupe is not None:
+                key, version = dedupe
+                if version <= changed.get(key, self._marks.get(key, 0)):
+                    continue  # a repeat (the relay resends after a crash)
+                changed[key] = version
             fresh.append(event)
         with Session(self.engine) as session, session.begin():
             if fresh:
@@ -190,21 +192,23 @@ def store_batches(application: Any, after: int, batch: int) -> Iterator[tuple[li
 
 
 class KafkaHistory:
-    """A topic read from its first offset (or where a replay stopped) to the end it had at the start.
+    """Topics read from their first offsets (or where a replay stopped) to the ends they had at the start.
 
     The end is each partition's high watermark as the first fetch reports it: the broker the tests and
     the embedded stack run (tansu) answers a ListOffsets for the latest offset wrongly, its fetches do not.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, timeout_s: float = 30.0) -> None:
-        self.topic = topic
+    def __init__(self, bootstrap_servers: str, topics: Sequence[str], *, timeout_s: float = 30.0) -> None:
+        self.topics = tuple(topics)
         self._consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
                                        auto_offset_reset="earliest", max_poll_records=2000)
-        found = self._consumer.partitions_for_topic(topic)
-        if not found:
-            self._consumer.close()
-            raise ReplayError(f"topic {topic} does not exist on the broker; replay --from store instead")
-        self.partitions = [TopicPartition(topic, p) for p in sorted(found)]
+        self.partitions = []
+        for topic in self.topics:
+            found = self._consumer.partitions_for_topic(topic)
+            if not found:
+                self._consumer.close()
+                raise ReplayError(f"topic {topic} does not exist on the broker; replay --from store instead")
+            self.partitions.extend(TopicPartition(topic, p) for p in sorted(found))
         self.beginning = self._consumer.beginning_offsets(self.partitions)
         self.end = self._high_watermarks(timeout_s)
 
@@ -217,8 +221,8 @@ class KafkaHistory:
         while len(ends) < len(self.partitions):
             if time.monotonic() > deadline:
                 self._consumer.close()
-                raise ReplayError(f"the broker did not say how far {self.topic} goes within {timeout_s:.0f}s; "
-                                  f"try again, or replay --from store")
+                raise ReplayError(f"the broker did not say how far {', '.join(self.topics)} go within "
+                                  f"{timeout_s:.0f}s; try again, or replay --from store")
             consumer.poll(timeout_ms=200, max_records=2000)  # read and dropped: the batches seek back
             for partition in self.partitions:
                 high = consumer.highwater(partition)
@@ -234,12 +238,16 @@ class KafkaHistory:
     def total(self) -> int:
         return sum(self.end[p] - self.beginning[p] for p in self.partitions)
 
+    def done(self, positions: dict[tuple[str, int], int]) -> int:
+        return sum(positions.get((p.topic, p.partition), self.beginning[p]) - self.beginning[p]
+                   for p in self.partitions)
+
     def batches(self, positions: dict[tuple[str, int], int], decode: Callable[[bytes], PublicEvent]
                 ) -> Iterator[tuple[list[PublicEvent], dict[tuple[str, int], int]]]:
         consumer = self._consumer
         remaining = {}
         for partition in self.partitions:
-            start = positions.get((self.topic, partition.partition), self.beginning[partition])
+            start = positions.get((partition.topic, partition.partition), self.beginning[partition])
             if start < self.end[partition]:
                 consumer.seek(partition, start)
                 remaining[partition] = self.end[partition]
@@ -257,7 +265,7 @@ class KafkaHistory:
                     records = [record for record in records if record.offset < end]
                 events.extend(event for event in map(_decoded(decode), records) if event is not None)
                 if records:
-                    moved[(self.topic, partition.partition)] = records[-1].offset + 1
+                    moved[(partition.topic, partition.partition)] = records[-1].offset + 1
                 if not records or records[-1].offset + 1 >= end:
                     del remaining[partition]
                     consumer.pause(partition)
@@ -307,15 +315,18 @@ def rebuilt_tables(projection: Projection) -> list[Table]:
 
 def compare(projection: Projection, live: Engine, shadow: Engine) -> Iterator[Difference]:
     """Every row that differs between the live tables and the shadow's, table by table, by primary key."""
+    natural = getattr(projection, "compare_keys", {})  # table → columns that name a row, for surrogate ids
     for table in rebuilt_tables(projection):
-        key = [column.name for column in table.primary_key.columns]
+        key = list(natural.get(table.name, ())) or [column.name for column in table.primary_key.columns]
         order = [table.c[name] for name in key]
-        names = [column.name for column in table.columns]
+        names = [column.name for column in table.columns
+                 if table.name not in natural or not column.primary_key]
         with live.connect() as a, shadow.connect() as b:
             if not inspect(a).has_table(table.name):
                 continue
-            ours = (tuple(row) for row in a.execute(select(table).order_by(*order)))
-            theirs = (tuple(row) for row in b.execute(select(table).order_by(*order)))
+            columns = [table.c[name] for name in names]
+            ours = (tuple(row) for row in a.execute(select(*columns).order_by(*order)))
+            theirs = (tuple(row) for row in b.execute(select(*columns).order_by(*order)))
             yield from _merge(table.name, [names.index(k) for k in key], names, ours, theirs)
 
 
@@ -357,6 +368,12 @@ def swap(projection: Projection, shadow: Shadow, live_group: str) -> None:
                 connection.execute(text(f'DELETE FROM "{name}"'))
             for name, columns in tables:
                 connection.execute(text(f'INSERT INTO "{name}" ({columns}) SELECT {columns} FROM {source}."{name}"'))
+            for table in rebuilt_tables(projection):  # surrogate ids go on after the copied ones
+                for column in table.primary_key.columns:
+                    if column.autoincrement is True:
+                        connection.execute(text(
+                            f"SELECT setval(pg_get_serial_sequence('\"{table.name}\"', '{column.name}'), "
+                            f'COALESCE((SELECT max("{column.name}") FROM "{table.name}"), 0) + 1, false)'))
             _swap_tracking(connection.exec_driver_sql, source, marks, offsets, live_group, "%s")
     finally:
         live.dispose()
@@ -397,41 +414,83 @@ def _swap_tracking(execute: Callable[..., Any], source: str, marks: str, offsets
 
 # The command ------------------------------------------------------------------------------------------
 
-def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from adapters.bootstrap import load_projection
-    from adapters.cli import PROJECTIONS, resolve_bootstrap
+@dataclass(frozen=True)
+class ReplayTarget:
+    """What a replay rebuilds: the projection, where it lives, the topics it reads and its consumer group."""
 
-    if args.projection not in PROJECTIONS or args.projection == "notifications":
-        print(f"trove-es replay: {args.projection!r} is not a projection of the event stream; one of "
-              f"{', '.join(n for n in PROJECTIONS if n != 'notifications')}", file=sys.stderr)
+    projection: Any
+    live_url: str
+    topics: tuple[str, ...]
+    decode: Callable[[bytes], Any]
+    group_id: str
+    from_store: bool  # whether the event store can stand in for the topics
+
+    @classmethod
+    def named(cls, name: str, settings: Settings) -> ReplayTarget:
+        from adapters.bootstrap import load_projection
+        from adapters.cli import PROJECTIONS
+
+        if name == BILLING:
+            from domain.billing import UsageMessage
+            from projections.billing_ledger import BillingLedger
+
+            topics = (settings.topics.notifications_info, settings.topics.notifications_error)
+            return cls(BillingLedger(), settings.billing_url, topics, UsageMessage.from_wire,
+                       settings.group_id(BillingLedger.name), from_store=False)
+        if name not in PROJECTIONS or name == "notifications":
+            raise ReplayError(f"{name!r} is not a read model; one of {', '.join(replayable())}")
+        projection = load_projection(PROJECTIONS[name])
+        return cls(projection, settings.projection_url(projection.name), (settings.topics.events,),
+                   fast_decoder(projection.catalog), settings.group_id(projection.name), from_store=True)
+
+
+BILLING = "billing"
+
+
+def replayable() -> list[str]:
+    from adapters.cli import PROJECTIONS
+
+    return [*(n for n in PROJECTIONS if n != "notifications"), BILLING]
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.cli import resolve_bootstrap
+
+    try:
+        target = ReplayTarget.named(args.projection, settings)
+    except ReplayError as exc:
+        print(f"trove-es replay: {exc}", file=sys.stderr)
         return 2
-    projection = load_projection(PROJECTIONS[args.projection])
-    shadow = Shadow.of(projection.name, settings.projection_url(projection.name))
+    projection = target.projection
+    shadow = Shadow.of(projection.name, target.live_url)
     if args.restart:
         shadow.drop()
     engine = shadow.create()
     try:
         replayer = Replayer(projection, engine)
         source = args.source
+        if source == STORE and not target.from_store:
+            raise ReplayError(f"{args.projection} is rebuilt from {', '.join(target.topics)} only: send the "
+                              f"notifications again with `trove-es notifications replay` if they are gone")
         history = None
         if source in ("kafka", "auto"):
             settings = resolve_bootstrap(settings)
             try:
-                history = KafkaHistory(settings.kafka_bootstrap_servers, settings.topics.events)
+                history = KafkaHistory(settings.kafka_bootstrap_servers, target.topics)
             except ReplayError as exc:
-                if source == "kafka":
+                if source == "kafka" or not target.from_store:
                     raise
                 print(f"trove-es replay: {exc}", file=sys.stderr)
-            if history is not None and source == "auto" and not history.complete:
+            if history is not None and source == "auto" and not history.complete and target.from_store:
                 print("trove-es replay: the topic no longer starts at offset 0; replaying from the event store",
                       file=sys.stderr)
                 history.close()
                 history = None
             source = "kafka" if history is not None else STORE
-        _run(replayer, source, history, settings, args.batch)
+        _run(replayer, target, source, history, settings, args.batch)
         code = 0
         if args.verify or args.swap:
-            live = create_sql_engine(shadow.live_url, pool_size=1)
+            live = create_sql_engine(target.live_url, pool_size=1)
             try:
                 differences = list(compare(projection, live, engine))
             finally:
@@ -443,7 +502,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
             code = 1 if differences and not args.swap else 0
         if args.swap:
             engine.dispose()
-            swap(projection, shadow, settings.group_id(projection.name))
+            swap(projection, shadow, target.group_id)
             shadow.drop()
             print(f"swapped: {projection.name} now holds the rebuilt rows; its consumer re-reads the topic and "
                   f"keeps only what the rebuild did not have")
@@ -455,7 +514,8 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-def _run(replayer: Replayer, source: str, history: KafkaHistory | None, settings: Settings, batch: int) -> None:
+def _run(replayer: Replayer, target: ReplayTarget, source: str, history: KafkaHistory | None, settings: Settings,
+         batch: int) -> None:
     positions = replayer.positions()
     if source == STORE:
         from adapters.bootstrap import build_application
@@ -472,15 +532,12 @@ def _run(replayer: Replayer, source: str, history: KafkaHistory | None, settings
     assert history is not None
     try:
         total = history.total()
-        done = sum(positions.get((history.topic, p.partition), history.beginning[p]) - history.beginning[p]
-                   for p in history.partitions)
-        progress = Progress(f"replaying {replayer.projection.name} from {history.topic}", total, initial=done)
-        for events, moved in history.batches(positions, fast_decoder(replayer.projection.catalog)):
+        progress = Progress(f"replaying {replayer.projection.name} from {', '.join(history.topics)}", total,
+                            initial=history.done(positions))
+        for events, moved in history.batches(positions, target.decode):
             replayer.apply(events, moved)
             positions.update(moved)
-            done = sum(positions.get((history.topic, p.partition), history.beginning[p]) - history.beginning[p]
-                       for p in history.partitions)
-            progress.show(done)
+            progress.show(history.done(positions))
         progress.show(total, final=True)
     finally:
         history.close()

@@ -120,7 +120,7 @@ def measure_replay(bootstrap_servers: str, topic: str, store_url: str) -> tuple[
     shadow = Shadow.of(projection.name, store_url)
     engine = shadow.create()
     replayer = Replayer(projection, engine)
-    history = KafkaHistory(bootstrap_servers, topic)
+    history = KafkaHistory(bootstrap_servers, [topic])
     total = history.total()
     started = time.perf_counter()
     for events, moved in history.batches(replayer.positions(), fast_decoder(projection.catalog)):

@@ -81,6 +81,8 @@ billing_exists = Table(  # the exists periods, to check the ledger against the m
 class BillingLedger:
     name = "billing"
     metadata = metadata
+    # A segment's id is a counter, in whatever order the two topics were read; what names it is this.
+    compare_keys = {"billing_segments": ("instance_id", "started_at")}
 
     def apply(self, message: UsageMessage, session: Session) -> None:
         if message.event_type not in BILLED_EVENT_TYPES:

@@ -139,3 +139,30 @@ def test_every_read_model_of_the_event_stream_rebuilds_equal_to_the_live_one(sid
             wait_for(equal, 60, f"{name} rebuilt equal to the live one (once the live one has caught up)")
         except AssertionError as timed_out:
             raise AssertionError(f"{timed_out}\nlast --verify said:\n{last[0] if last else ''}") from None
+
+
+def test_the_billing_ledger_rebuilds_from_the_notification_topics_equal_to_the_live_one(side: WriteSide) -> None:
+    side.start(*ALL)
+    side.start_notifier()
+    side.processes["billing"] = StackProcess("billing", ["billing", "run"], side.env, side.log_dir)
+    for n in range(3):
+        instance_id = side.create(name=f"billed{n}", request_id=f"req-create-{n}")
+        side.wait(lambda instance_id=instance_id: _active(side, instance_id), "the instance to be ACTIVE")
+    side.instances.delete(side.context("req-delete"), instance_id)
+    last: list[str] = []
+
+    def equal() -> bool:
+        done = _replay(side, "billing", "--verify", "--restart")
+        assert done.returncode in (0, 1), done.stderr
+        last[:] = [done.stdout]
+        return done.returncode == 0 and "no row differences" in done.stdout
+    try:
+        wait_for(equal, 60, "the ledger rebuilt equal to the live one")
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}\nlast --verify said:\n{last[0] if last else ''}") from None
+    shadow = Shadow.of("billing", side.settings.billing_url)
+    with psycopg.connect(side.settings.event_store_url) as connection:
+        segments = connection.execute(f'SELECT count(*) FROM "{shadow.schema}".billing_segments').fetchone()
+    assert segments == (3,), "one segment per instance, the deleted one closed"
+    refused = _replay(side, "billing", "--from", "store")
+    assert refused.returncode == 2 and "notifications replay" in refused.stderr, "what to do instead"
