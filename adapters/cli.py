@@ -447,12 +447,12 @@ def parser() -> argparse.ArgumentParser:
     _replay_parser(sub)
     notifications = sub.add_parser("notifications", help="Trove's notifications, derived from the events")
     notifications_sub = notifications.add_subparsers(dest="notifications_command", required=True)
-    again = notifications_sub.add_parser("replay", help="send a window's notifications again, with their ids, "
-                                                         "to one topic")
-    again.add_argument("--from", dest="start", required=True, help="window start, ISO 8601 (UTC if no offset)")
-    again.add_argument("--to", dest="end", required=True, help="window end (exclusive), ISO 8601")
-    again.add_argument("--topic", required=True, help="where to send them (created if missing)")
-    again.set_defaults(func=_command("adapters.notification_replay:cmd_notifications_replay"))
+    resend = notifications_sub.add_parser("replay", help="send a window's notifications again, with their ids, "
+                                                          "to one topic")
+    resend.add_argument("--from", dest="start", required=True, help="window start, ISO 8601 (UTC if no offset)")
+    resend.add_argument("--to", dest="end", required=True, help="window end (exclusive), ISO 8601")
+    resend.add_argument("--topic", required=True, help="where to send them (created if missing)")
+    resend.set_defaults(func=_command("adapters.notification_replay:cmd_notifications_replay"))
 
     events = sub.add_parser("events", help="read the public event stream")
     events_sub = events.add_subparsers(dest="events_command", required=True)

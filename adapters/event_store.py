@@ -59,6 +59,19 @@ def _persistence_env(url: str) -> dict[str, str]:
     raise ValueError(f"unsupported event store URL scheme {parsed.drivername!r}")
 
 
+def log_batches(recorder: Any, after: int = 0, batch: int = 1000, upto: int | None = None) -> Iterator[list[Any]]:
+    """The store's notification log after position ``after`` (and up to ``upto``), ``batch`` at a time."""
+    while True:
+        notifications = recorder.select_notifications(start=after, limit=batch, stop=upto,
+                                                      inclusive_of_start=False)
+        if not notifications:
+            return
+        yield notifications
+        if len(notifications) < batch:
+            return
+        after = notifications[-1].id
+
+
 def open_application(application_class: type[A], url: str, **kwargs: Any) -> A:
     """An application on the event store at ``url``, safe to open from many processes at once.
 

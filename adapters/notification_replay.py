@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from adapters.event_store import log_batches
 from adapters.progress import Progress
 from adapters.settings import Settings
 from adapters.sql.engine import create_sql_engine
@@ -74,12 +75,7 @@ def cmd_notifications_replay(settings: Settings, args: argparse.Namespace) -> in
         engine = create_sql_engine(f"sqlite:///{Path(scratch) / 'notifier.db'}")
         create_tables(engine, replaying.metadata)
         try:
-            after = 0
-            while True:
-                notifications = application.recorder.select_notifications(start=after, limit=BATCH,
-                                                                           inclusive_of_start=False)
-                if not notifications:
-                    break
+            for notifications in log_batches(application.recorder, 0, BATCH):
                 after = notifications[-1].id
                 events = [e for e in (to_public_event(to_domain_event(n)) for n in notifications)
                           if e.type in replaying.handles]

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,10 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from adapters.event_store import log_batches
 from adapters.progress import Progress
 from adapters.settings import Settings
 from adapters.sql.engine import create_sql_engine
@@ -52,6 +55,8 @@ from adapters.sql.tracking import consumer_marks, consumer_offsets
 from domain.public_events import EventCatalog, PublicEvent, PublicEventError, to_public_event
 from projections.base import Projection
 from projections.upsert import upsert_statement
+
+log = logging.getLogger(__name__)
 
 REPLAY_GROUP = "replay"
 STORE = "store"  # the topic name a store replay's position is kept under
@@ -64,6 +69,7 @@ replay_positions = Table(
     Column("topic", String(249), primary_key=True),  # a Kafka topic, or ``store``
     Column("partition", BigInteger, primary_key=True, autoincrement=False),
     Column("next_position", BigInteger, nullable=False),  # the next offset, or the last notification id
+    Column("topic_id", String(64), nullable=False),  # the topic's incarnation the offsets belong to ('' for the store)
 )
 
 
@@ -75,9 +81,8 @@ class ReplayError(RuntimeError):
 class Shadow:
     """Where a projection's rebuild is written: its engine, and how the live database names it."""
 
-    name: str
-    live_url: str
-    url: str
+    live_url: str = field(repr=False)  # URLs may hold a password
+    url: str = field(repr=False)
     schema: str | None  # PostgreSQL: the shadow's schema
     path: Path | None  # SQLite: the shadow's file
 
@@ -87,9 +92,9 @@ class Shadow:
         parsed = make_url(live_url)
         if parsed.get_backend_name() == "sqlite":
             path = Path(parsed.database or "").parent / f"shadow-{projection_name}.db"
-            return cls(projection_name, live_url, f"sqlite:///{path}", None, path)
+            return cls(live_url, f"sqlite:///{path}", None, path)
         shadow = parsed.update_query_dict({"options": f"-csearch_path={schema}"})
-        return cls(projection_name, live_url, shadow.render_as_string(hide_password=False), schema, None)
+        return cls(live_url, shadow.render_as_string(hide_password=False), schema, None)
 
     def create(self) -> Engine:
         if self.schema is not None:
@@ -128,14 +133,24 @@ class Replayer:
             projection, "apply_batch", None)
         self._marks = self._load_marks()
         self.applied = 0
+        self.skipped = 0  # events the projection refused (the live consumer dead-lettered them too)
 
     def positions(self) -> dict[tuple[str, int], int]:
         with self.engine.connect() as connection:
             rows = connection.execute(select(replay_positions)).all()
         return {(row.topic, row.partition): row.next_position for row in rows}
 
-    def apply(self, events: Sequence[Any], positions: dict[tuple[str, int], int]) -> None:
-        """Apply ``events`` (each aggregate's in order) and record ``positions``, in one transaction."""
+    def incarnations(self) -> dict[str, str]:
+        """The topic id each topic's stored offsets belong to."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(replay_positions.c.topic, replay_positions.c.topic_id)).all()
+        return {row.topic: row.topic_id for row in rows}
+
+    def apply(self, events: Sequence[Any], positions: dict[tuple[str, int], int],
+              incarnations: Mapping[str, str] | None = None) -> None:
+        """Apply ``events`` (each aggregate's in order) and record ``positions`` (of topics whose ids are
+        ``incarnations``), in one transaction. An event the projection refuses is skipped and logged, as the
+        live consumer dead-letters it, so one bad event does not stop the rebuild."""
         fresh, changed = [], {}
         for event in events:
             if self._handles is not None and event.type not in self._handles:
@@ -149,11 +164,22 @@ class Replayer:
             fresh.append(event)
         with Session(self.engine) as session, session.begin():
             if fresh:
-                if self._apply_batch is not None:
-                    self._apply_batch(fresh, session)
-                else:
-                    for event in fresh:
-                        self.projection.apply(event, session)
+                try:
+                    with session.begin_nested():
+                        self._apply_all(fresh, session)
+                except (OperationalError, InterfaceError):
+                    raise
+                except Exception:
+                    for event in fresh:  # one savepoint each: only the refused ones are left out
+                        try:
+                            with session.begin_nested():
+                                self.projection.apply(event, session)
+                        except (OperationalError, InterfaceError):
+                            raise
+                        except Exception as exc:
+                            self.skipped += 1
+                            log.warning("skipped %s (%s v%s): %s", getattr(event, "type", "a message"),
+                                        getattr(event, "aggregate_id", "?"), getattr(event, "version", "?"), exc)
             connection = session.connection()
             if changed:
                 connection.execute(upsert_statement(connection, consumer_marks, ["group_id", "aggregate_id"],
@@ -162,11 +188,18 @@ class Replayer:
                                     for a, v in changed.items()])
             if positions:
                 connection.execute(upsert_statement(connection, replay_positions, ["topic", "partition"],
-                                                    ["next_position"]),
-                                   [{"topic": t, "partition": p, "next_position": n}
-                                    for (t, p), n in positions.items()])
+                                                    ["next_position", "topic_id"]),
+                                   [{"topic": t, "partition": p, "next_position": n,
+                                     "topic_id": (incarnations or {}).get(t, "")} for (t, p), n in positions.items()])
         self._marks.update(changed)
         self.applied += len(fresh)
+
+    def _apply_all(self, events: list[Any], session: Session) -> None:
+        if self._apply_batch is not None:
+            self._apply_batch(events, session)
+        else:
+            for event in events:
+                self.projection.apply(event, session)
 
     def _load_marks(self) -> dict[str, int]:
         with self.engine.connect() as connection:
@@ -180,15 +213,8 @@ class Replayer:
 def store_batches(application: Any, after: int, batch: int) -> Iterator[tuple[list[PublicEvent], int]]:
     """The event store's log after notification ``after``, as public events, with each batch's last id."""
     to_domain_event = application.mapper.to_domain_event
-    while True:
-        notifications = application.recorder.select_notifications(start=after, limit=batch,
-                                                                   inclusive_of_start=False)
-        if not notifications:
-            return
-        after = notifications[-1].id
-        yield [to_public_event(to_domain_event(n)) for n in notifications], after
-        if len(notifications) < batch:
-            return
+    for notifications in log_batches(application.recorder, after, batch):
+        yield [to_public_event(to_domain_event(n)) for n in notifications], notifications[-1].id
 
 
 class KafkaHistory:
@@ -209,6 +235,8 @@ class KafkaHistory:
                 self._consumer.close()
                 raise ReplayError(f"topic {topic} does not exist on the broker; replay --from store instead")
             self.partitions.extend(TopicPartition(topic, p) for p in sorted(found))
+        cluster = self._consumer._client.cluster  # the topic ids (KIP-516), as the consumer runner reads them
+        self.incarnations = {topic: str(cluster.topic_id(topic) or "") for topic in self.topics}
         self.beginning = self._consumer.beginning_offsets(self.partitions)
         self.end = self._high_watermarks(timeout_s)
 
@@ -318,7 +346,9 @@ def compare(projection: Projection, live: Engine, shadow: Engine) -> Iterator[Di
     natural = getattr(projection, "compare_keys", {})  # table → columns that name a row, for surrogate ids
     for table in rebuilt_tables(projection):
         key = list(natural.get(table.name, ())) or [column.name for column in table.primary_key.columns]
-        order = [table.c[name] for name in key]
+        # Both sides in code point order, as the merge below compares keys (a database's collation may not be).
+        order = [table.c[name].collate("C") if isinstance(table.c[name].type, String) and
+                 live.dialect.name == "postgresql" else table.c[name] for name in key]
         names = [column.name for column in table.columns
                  if table.name not in natural or not column.primary_key]
         with live.connect() as a, shadow.connect() as b:
@@ -356,11 +386,12 @@ def swap(projection: Projection, shadow: Shadow, live_group: str) -> None:
     back to the topic's start (see the module's docstring)."""
     tables = [(t.name, ", ".join(f'"{c.name}"' for c in t.columns)) for t in rebuilt_tables(projection)]
     marks, offsets = consumer_marks.name, consumer_offsets.name
+    live = create_sql_engine(shadow.live_url, pool_size=1)
+    create_tables(live, consumer_marks.metadata, [consumer_marks, consumer_offsets])  # a consumer never run
     if shadow.path is not None:
+        live.dispose()
         _swap_sqlite(shadow, tables, live_group)
         return
-    live = create_sql_engine(shadow.live_url, pool_size=1)
-    create_tables(live, consumer_marks.metadata, [consumer_marks, consumer_offsets])
     source = f'"{shadow.schema}"'
     try:
         with live.begin() as connection:
@@ -487,7 +518,13 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
                 history.close()
                 history = None
             source = "kafka" if history is not None else STORE
+        if args.swap and history is not None and not history.complete:
+            raise ReplayError(f"{', '.join(target.topics)} no longer start at offset 0: a rebuild from them lacks "
+                              f"what was deleted, and a swap would drop it from the live rows; replay --from store")
         _run(replayer, target, source, history, settings, args.batch)
+        if replayer.skipped:
+            print(f"trove-es replay: {replayer.skipped} event(s) the projection refused were left out, as the live "
+                  f"consumer dead-letters them (see the log above)", file=sys.stderr)
         code = 0
         if args.verify or args.swap:
             live = create_sql_engine(target.live_url, pool_size=1)
@@ -531,11 +568,14 @@ def _run(replayer: Replayer, target: ReplayTarget, source: str, history: KafkaHi
         return
     assert history is not None
     try:
+        for topic, stored in replayer.incarnations().items():
+            if topic in history.incarnations and stored != history.incarnations[topic]:
+                raise ReplayError(f"{topic} was recreated since this rebuild began; run it again with --restart")
         total = history.total()
         progress = Progress(f"replaying {replayer.projection.name} from {', '.join(history.topics)}", total,
                             initial=history.done(positions))
         for events, moved in history.batches(positions, target.decode):
-            replayer.apply(events, moved)
+            replayer.apply(events, moved, history.incarnations)
             positions.update(moved)
             progress.show(history.done(positions))
         progress.show(total, final=True)

@@ -35,7 +35,7 @@ REORDERED = "reordered"  # the event's bytes are in the store, at another positi
 INSERTED = "inserted"  # in the store among chained events, but never chained
 CHAIN_ALTERED = "chain-altered"  # the recorded chain itself does not add up
 CHECKPOINT_BROKEN = "checkpoint-broken"  # a checkpoint's signature or log hash does not hold
-UNCHAINED = "unchained"  # after the last chained event: not yet chained (the relay is behind), not a finding
+UNSIGNED = "unsigned"  # more links after the last checkpoint than a relay leaves: the tail may be re-chained
 
 
 def event_digest(aggregate_id: str, topic: str, state: bytes) -> str:
@@ -154,23 +154,25 @@ class ChainVerifier:
         self.progress = VerifyProgress()
 
     def verify(self, stored: Iterable[StoredEvent], links: Iterable[ChainLink],
-               checkpoints: Iterable[Checkpoint]) -> list[Finding]:
-        """Every finding, in position order."""
+               checkpoints: Iterable[Checkpoint], *, max_unsigned: int | None = None) -> list[Finding]:
+        """Every finding, in position order. ``max_unsigned``: the most links a working relay leaves after its
+        last checkpoint; more is a finding, since a tail cut off with its checkpoints and chained again
+        (from edited rows) would otherwise verify."""
         found: list[Finding] = []
         walk = _ChainWalk(self._key, iter(checkpoints), found, self.progress)
         # Positions whose bytes differ from what was chained: (row, link) by the digest the row holds,
         # and the link by the digest it chained; a digest in both moved from one position to another.
         differing: dict[str, tuple[StoredEvent, ChainLink]] = {}
         chained_at: dict[str, ChainLink] = {}
-        events, links_ = iter(stored), iter(links)
-        event, link = next(events, None), next(links_, None)
+        events, recorded = iter(stored), iter(links)
+        event, link = next(events, None), next(recorded, None)
         while event is not None or link is not None:
             if link is not None and (event is None or link.position < event.position):
                 found.append(Finding(MISSING, link.position, link.aggregate_id, link.version,
                                      "chained, but the store no longer holds it (deleted)"))
                 chained_at.setdefault(link.digest, link)
                 walk.follow(link)
-                link = next(links_, None)
+                link = next(recorded, None)
                 continue
             assert event is not None
             self.progress.events += 1
@@ -189,9 +191,9 @@ class ChainVerifier:
                                          f"chained as {link.aggregate_id} version {link.version}: the event "
                                          f"was moved within its history"))
                 walk.follow(link)
-                link = next(links_, None)
+                link = next(recorded, None)
             event = next(events, None)
-        walk.finish()
+        walk.finish(max_unsigned)
         for digest, (event, link) in differing.items():
             origin = chained_at.get(digest)
             if origin is not None and origin.position != link.position:
@@ -216,6 +218,8 @@ class _ChainWalk:
         self._progress = progress
         self._chain = Chainer()  # recomputed from the recorded links: what checkpoints are held against
         self._log_differs = False
+        self._signed_upto = 0  # links the last checkpoint passed covers
+        self._first_unsigned: ChainLink | None = None
 
     def follow(self, link: ChainLink) -> None:
         self._progress.links += 1
@@ -232,15 +236,25 @@ class _ChainWalk:
             self._found.append(Finding(CHAIN_ALTERED, link.position, link.aggregate_id, link.version,
                                        "the recorded log hash does not follow from the links before it"))
         self._log_differs = chain.log != link.log_hash
+        if self._first_unsigned is None:
+            self._first_unsigned = link
         while self._next is not None and self._next.position <= link.position:
             self._check(self._next, link)
+            self._signed_upto, self._first_unsigned = chain.events, None
             self._next = next(self._checkpoints, None)
 
-    def finish(self) -> None:
+    def finish(self, max_unsigned: int | None) -> None:
         while self._next is not None:
             self._found.append(Finding(CHECKPOINT_BROKEN, self._next.position, None, None,
                                        "the recorded chain ends before this checkpoint: links were removed"))
             self._next = next(self._checkpoints, None)
+        unsigned = self._chain.events - self._signed_upto
+        first = self._first_unsigned
+        if max_unsigned is not None and first is not None and unsigned > max_unsigned:
+            self._found.append(Finding(UNSIGNED, first.position, first.aggregate_id, first.version,
+                                       f"{unsigned} links from here on are signed by no checkpoint, more than the "
+                                       f"relay leaves ({max_unsigned}): checkpoints may have been removed and the "
+                                       f"events after them chained again"))
 
     def _check(self, checkpoint: Checkpoint, link: ChainLink) -> None:
         self._progress.checkpoints += 1

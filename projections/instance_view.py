@@ -152,7 +152,7 @@ class InstanceView:
             changed.add(key)
         if created:
             session.execute(insert(instance_view), [rows[key] for key in created])
-        updated = [{"b_id": key, **rows[key]} for key in changed - created]
+        updated = [{"b_id": key, **{k: v for k, v in rows[key].items() if k != "id"}} for key in changed - created]
         if updated:
             session.execute(_UPDATE_ROW, updated)
 

@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.errors import InvalidRequest, NotFound
+from domain.faults import scrubbed
 from domain.instance import Instance
 from domain.public_events import PublicEvent
 from domain.quota import quota_id
@@ -64,12 +65,23 @@ class InstanceHistory:
 
 def timeline_entry(event: PublicEvent) -> dict[str, Any]:
     """One event as a timeline shows it: who, when, and what changed (its data, without the context)."""
-    data = dict(event.data)
+    data = _scrubbed(dict(event.data))
     context = data.pop("context", None) or {}
     return {"event_id": event.event_id, "occurred_at": event.occurred_at, "type": event.type,
             "aggregate_type": event.aggregate_type, "aggregate_id": event.aggregate_id, "version": event.version,
             "request_id": event.request_id, "user_id": event.user_id, "tenant_id": event.tenant_id,
             "context": context, "changes": data}
+
+
+def _scrubbed(value: Any) -> Any:
+    """What looks like a password, blanked, as fault history does: a guest's error may quote a statement."""
+    if isinstance(value, str):
+        return scrubbed(value)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(item) for item in value]
+    return value
 
 
 def _moment(iso: str) -> datetime:

@@ -126,6 +126,7 @@ class ConsumerRunner:
         event_types: Collection[str] | None = None,
         skipped_offsets_flush_s: float = 1.0,
         fetch_wait_ms: int = 50,
+        stored_offsets_check_s: float = 5.0,
     ) -> None:
         self.name = name
         self.group_id = group_id
@@ -146,6 +147,8 @@ class ConsumerRunner:
         self._event_types = frozenset(event_types) if event_types is not None else None
         self._skipped_flush_s = skipped_offsets_flush_s
         self._skipped_since: float | None = None
+        self._stored_check_s = stored_offsets_check_s
+        self._stored_checked = time.monotonic()
         self._stop = threading.Event()
         self._owned: dict[TopicPartition, _Owned] = {}
         self._consumer: KafkaConsumer | None = None
@@ -194,6 +197,8 @@ class ConsumerRunner:
                     self._process_with_retry(batch)
                 elif self._skipped_since is not None:
                     self._process_with_retry({})  # store skipped offsets while idle
+                elif time.monotonic() - self._stored_checked >= self._stored_check_s:
+                    self._check_stored_offsets()
         finally:
             self._consumer.close(autocommit=False)
             self._producer.close(timeout=5)
@@ -278,6 +283,19 @@ class ConsumerRunner:
         if self._skipped_since is None:
             self._skipped_since = now
         return now - self._skipped_since < self._skipped_flush_s
+
+    def _check_stored_offsets(self) -> None:
+        """Follow offsets someone else stored while this consumer idled: a swap (``trove-es replay --swap``)
+        rewrites them under a running consumer, which would otherwise notice only at its next commit."""
+        self._stored_checked = time.monotonic()
+        partitions = list(self._owned)
+        stored = self._load_offsets(partitions)
+        for partition in partitions:
+            owned, row = self._owned.get(partition), stored.get(partition)
+            if owned is not None and row is not None and row != (owned.stored_topic_id, owned.next_offset):
+                log.info("%s: %s[%d]'s stored offset changed under it; following it", self.name, partition.topic,
+                         partition.partition)
+                self._resync(partition)
 
     def _resync(self, partition: TopicPartition) -> None:
         stored = self._load_offsets([partition]).get(partition)

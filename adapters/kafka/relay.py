@@ -31,6 +31,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError
 from sqlalchemy import Engine, select
 
+from adapters.event_store import log_batches
 from adapters.kafka.lease import acquire
 from adapters.kafka.topics import TopicUnavailable, admin_client, ensure_topic, topic_id
 from adapters.sql.event_chain import SqlEventChain, stored_event
@@ -188,10 +189,8 @@ class Relay:
         if self._chain is None:
             return
         position, chained, batches = self._chain.last_position, 0, 0
-        while not self._stop.is_set():
-            notifications = self._app.recorder.select_notifications(
-                start=position, limit=self._batch_size, inclusive_of_start=False)
-            if not notifications:
+        for notifications in log_batches(self._app.recorder, position, self._batch_size):
+            if self._stop.is_set():
                 break
             self._chain.extend([stored_event(n) for n in notifications])
             position, chained, batches = notifications[-1].id, chained + len(notifications), batches + 1

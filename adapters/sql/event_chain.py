@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Column, Engine, Index, MetaData, String, Table, func, insert, select
 
+from adapters.event_store import log_batches
 from adapters.sql.schema import create_tables
 from domain.audit_chain import GENESIS, Chainer, ChainLink, Checkpoint, StoredEvent, sign
 
@@ -64,7 +65,7 @@ class SqlEventChain:
         self._chainer: Chainer | None = None
         self._heads: OrderedDict[str, str] = OrderedDict()
         self._last_position = 0
-        self._checkpointed: tuple[int, float] = (0, clock())  # events covered, when the first uncovered came
+        self._checkpointed: tuple[int, float] = (0, clock())  # links the last checkpoint covers, and when
         create_tables(engine, metadata)
 
     @property
@@ -125,12 +126,14 @@ class SqlEventChain:
         self._checkpointed = (checkpoint.events, self._clock())
         return checkpoint
 
-    def links(self, after: int = 0) -> Iterator[ChainLink]:
-        """Every recorded link after position ``after``, in order, read in batches."""
+    def links(self, after: int = 0, upto: int | None = None) -> Iterator[ChainLink]:
+        """Every recorded link after position ``after`` (up to ``upto``), in order, read in batches."""
         while True:
+            query = select(event_chain).where(event_chain.c.position > after)
+            if upto is not None:
+                query = query.where(event_chain.c.position <= upto)
             with self._engine.connect() as connection:
-                rows = connection.execute(select(event_chain).where(event_chain.c.position > after)
-                                          .order_by(event_chain.c.position).limit(READ_BATCH)).all()
+                rows = connection.execute(query.order_by(event_chain.c.position).limit(READ_BATCH)).all()
             yield from (_link(row) for row in rows)
             if len(rows) < READ_BATCH:
                 return
@@ -204,14 +207,10 @@ def stored_event(notification: Any) -> StoredEvent:
                        notification.topic, bytes(notification.state))
 
 
-def store_events(recorder: Any, after: int = 0, batch: int = READ_BATCH) -> Iterator[StoredEvent]:
-    """The event store's log after position ``after``, in order, read ``batch`` at a time."""
-    while True:
-        notifications = recorder.select_notifications(start=after, limit=batch, inclusive_of_start=False)
+def store_events(recorder: Any, after: int = 0, upto: int | None = None) -> Iterator[StoredEvent]:
+    """The event store's log after position ``after`` (up to ``upto``), in order."""
+    for notifications in log_batches(recorder, after, READ_BATCH, upto):
         yield from (stored_event(n) for n in notifications)
-        if len(notifications) < batch:
-            return
-        after = notifications[-1].id
 
 
 def _row(link: ChainLink) -> dict[str, Any]:

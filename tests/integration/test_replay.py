@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from adapters.bootstrap import build_application, projection_engine
 from adapters.kafka.broker import EmbeddedBroker
-from adapters.replay import STORE, Replayer, Shadow, store_batches
+from adapters.replay import STORE, KafkaHistory, Replayer, Shadow, fast_decoder, store_batches, swap
 from adapters.sql.schema import create_tables
 from projections.instance_view import InstanceView, instance_view
 from tests.integration.test_task_manager import ALL, _active
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def side(tmp_path: Path, broker: EmbeddedBroker, postgres_url: str) -> Iterator[WriteSide]:
-    yield from write_side(tmp_path, broker.bootstrap_servers, postgres_url)
+    yield from write_side(tmp_path, broker.bootstrap_servers, postgres_url, TROVE_ES_QUOTA_INSTANCES="-1")
 
 
 def _replay(side: WriteSide, *args: str) -> subprocess.CompletedProcess[str]:
@@ -88,7 +88,25 @@ def test_a_rebuild_equals_the_live_view_and_a_swap_repairs_it_without_losing_lat
 
     swapped = _replay(side, "instance-view", "--swap")
     assert swapped.returncode == 0 and "swapped" in swapped.stdout, swapped.stderr
-    assert _view_has(side, made[1], "renamed1")
+    assert _view_has(side, made[1], "renamed1"), "the swap put the rebuilt row back"
+
+    # An event after a rebuild ends and before its swap: the live view has it, the shadow does not.
+    shadow = Shadow.of("instance-view", side.settings.projection_url("instance-view"))
+    replayer = Replayer(InstanceView(), shadow.create())
+    history = KafkaHistory(side.settings.kafka_bootstrap_servers, [side.settings.topics.events])
+    for events, moved in history.batches(replayer.positions(), fast_decoder(InstanceView().catalog)):
+        replayer.apply(events, moved, history.incarnations)
+    history.close()
+    replayer.engine.dispose()
+    between = side.create(name="between", request_id="req-between")
+    wait_for(lambda: _view_has(side, between, "between"), 60, "the live view to have it")
+    with psycopg.connect(side.settings.event_store_url, autocommit=True) as connection:
+        connection.execute("UPDATE instance_view SET name = 'tampered' WHERE id = %s", (made[2],))
+    swap(InstanceView(), shadow, side.settings.group_id("instance-view"))
+    shadow.drop()
+    assert _view_has(side, made[2], "renamed2")
+    wait_for(lambda: _view_has(side, between, "between"), 60,
+             "the live consumer to bring back what came after the rebuild, though its partition saw nothing new")
     later = side.create(name="after-swap", request_id="req-after")
     wait_for(lambda: _view_has(side, later, "after-swap"), 60, "the live consumer to go on after the swap")
     again = _replay(side, "instance-view", "--verify", "--restart")

@@ -11,6 +11,7 @@ from domain.audit_chain import (
     INSERTED,
     MISSING,
     REORDERED,
+    UNSIGNED,
     Chainer,
     ChainLink,
     ChainVerifier,
@@ -104,6 +105,18 @@ def test_a_store_and_chain_rewritten_together_fail_at_the_next_checkpoint_and_a_
     assert _verify(rewritten, relinked, checkpoints) == [(CHECKPOINT_BROKEN, 8), (CHECKPOINT_BROKEN, 12)]
     forged = [*checkpoints[:1], replace(checkpoints[1], log_hash=relinked[7].log_hash)]
     assert _verify(rewritten, relinked, forged)[0] == (CHECKPOINT_BROKEN, 8)
+
+
+def test_a_tail_cut_off_with_its_checkpoints_and_chained_again_is_named_unsigned() -> None:
+    events = _store()
+    links, checkpoints = _chained(events)
+    rewritten = [*events[:4], replace(events[4], state=b"{}"), *events[5:]]
+    relinked, _ = _chained(rewritten)  # links and checkpoints from 5 on removed, then chained again
+    kept = [c for c in checkpoints if c.position < 5]
+    assert _verify(rewritten, relinked, kept) == []  # without a bound on the tail, this passes
+    findings = ChainVerifier(KEY).verify(rewritten, relinked, kept, max_unsigned=4)
+    assert [(f.kind, f.position) for f in findings] == [(UNSIGNED, 5)]
+    assert ChainVerifier(KEY).verify(events, links, checkpoints, max_unsigned=4) == []
 
 
 def test_a_link_edited_in_the_recorded_chain_is_named_once() -> None:
