@@ -184,3 +184,47 @@ def test_the_billing_ledger_rebuilds_from_the_notification_topics_equal_to_the_l
     assert segments == (3,), "one segment per instance, the deleted one closed"
     refused = _replay(side, "billing", "--from", "store")
     assert refused.returncode == 2 and "notifications replay" in refused.stderr, "what to do instead"
+
+
+def test_on_the_embedded_sqlite_stack_a_rebuild_from_the_store_verifies_and_swaps(tmp_path: Path) -> None:
+    from sqlalchemy.orm import Session
+
+    from adapters.event_store import event_store_env
+    from adapters.settings import load_settings
+    from adapters.sql.engine import create_sql_engine
+    from domain.context import OperationContext
+    from services.instances import CreateInstance, InstanceService
+    from tests.support.trove_processes import CATALOG
+
+    env = {"TROVE_ES_DATA_DIR": str(tmp_path / "data"),
+           "TROVE_ES_EVENT_STORE_URL": f"sqlite:///{tmp_path / 'data' / 'events.db'}",
+           "TROVE_ES_READ_MODEL_URL": f"sqlite:///{tmp_path / 'data' / 'read.db'}"}
+    settings = load_settings(env)
+    instances = InstanceService(env=event_store_env(settings.event_store_url), quota_defaults={"instances": -1})
+    instances.catalog.seed(CATALOG)
+    context = OperationContext(request_id="req-1", tenant_id="t1", user_id="u1")
+    made, _ = instances.create(context, CreateInstance(name="db", flavor_ref="2", volume_size=1, datastore="mysql",
+                                                       datastore_version=None))
+    instances.rename(OperationContext(request_id="req-2", tenant_id="t1"), str(made.id), "renamed")
+    live = create_sql_engine(settings.read_model_url)
+    view = InstanceView()
+    create_tables(live, view.metadata)
+    with Session(live) as session, session.begin():  # the live view, as its consumer would have made it
+        view.apply_batch([e for e in instances.history(str(made.id))], session)
+        session.execute(instance_view.update().values(name="tampered"))
+    live.dispose()
+    instances.close()
+
+    def replay(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "adapters.cli", "replay", "instance-view", "--from", "store",
+                               *args], cwd=REPO_ROOT, env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True,
+                              text=True, timeout=120)
+
+    differs = replay("--verify")
+    assert differs.returncode == 1 and "differs in name" in differs.stdout, differs.stdout + differs.stderr
+    assert (tmp_path / "data" / "shadow-instance-view.db").exists(), "the shadow is a file beside the view's"
+    swapped = replay("--swap")
+    assert swapped.returncode == 0, swapped.stderr
+    assert not (tmp_path / "data" / "shadow-instance-view.db").exists()
+    clean = replay("--verify")
+    assert clean.returncode == 0 and "no row differences" in clean.stdout, clean.stdout + clean.stderr
