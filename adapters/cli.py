@@ -275,15 +275,12 @@ def cmd_billing_run(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_billing_report(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.billing import billing_queries, render_usage
-    from domain.billing import window_time
+    from domain.billing import window
 
     try:
-        start, end = window_time(args.start), window_time(args.end)
+        start, end = window(args.start, args.end)
     except ValueError as exc:
         print(f"trove-es billing report: {exc}", file=sys.stderr)
-        return 2
-    if end <= start:
-        print("trove-es billing report: --to must be later than --from", file=sys.stderr)
         return 2
     lines = billing_queries(settings).usage(start, end, args.tenant)
     print(render_usage(lines, start, end, args.format))

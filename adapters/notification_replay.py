@@ -24,7 +24,7 @@ from adapters.progress import Progress
 from adapters.settings import Settings
 from adapters.sql.engine import create_sql_engine
 from adapters.sql.schema import create_tables
-from domain.billing import window_time
+from domain.billing import window
 from domain.public_events import to_public_event
 from projections.notifier import NotificationPublisher
 
@@ -55,18 +55,15 @@ def cmd_notifications_replay(settings: Settings, args: argparse.Namespace) -> in
     from adapters.kafka.notifications import KafkaNotificationPublisher
 
     try:
-        start, end = window_time(args.start), window_time(args.end)
+        start, end = window(args.start, args.end)
     except ValueError as exc:
         print(f"trove-es notifications replay: {exc}", file=sys.stderr)
-        return 2
-    if end <= start:
-        print("trove-es notifications replay: --to must be later than --from", file=sys.stderr)
         return 2
     settings = resolve_bootstrap(settings)
     kafka = KafkaNotificationPublisher(settings.kafka_bootstrap_servers, (args.topic,),
                                        settings.notifications_partitions)
-    window = WindowPublisher(kafka, args.topic, start, end)
-    replaying = notifier(settings, publisher=window, topics=(args.topic, args.topic))
+    in_window = WindowPublisher(kafka, args.topic, start, end)
+    replaying = notifier(settings, publisher=in_window, topics=(args.topic, args.topic))
     application = build_application(settings)
     total = application.recorder.max_notification_id() or 0
     progress = Progress(f"replaying the notifications of {start.isoformat()} to {end.isoformat()}", total)
@@ -86,6 +83,7 @@ def cmd_notifications_replay(settings: Settings, args: argparse.Namespace) -> in
             engine.dispose()
             kafka.close()
     progress.show(max(total, 0), final=True)
-    print(f"{window.sent} notification{'' if window.sent == 1 else 's'} of the window sent to {args.topic}, with "
-          f"their original message ids")
+    sent = in_window.sent
+    print(f"{sent} notification{'' if sent == 1 else 's'} of the window sent to {args.topic}, with their original "
+          f"message ids")
     return 0

@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,14 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from adapters.kafka.broker import EmbeddedBroker
 from adapters.kafka.topics import admin_client, ensure_topic
 from adapters.replay import KafkaHistory, Replayer, Shadow, fast_decoder
-from benchmarks.pipeline import DEFAULT_POSTGRES, DEFAULT_RESULTS_DIR, Databases, machine_info, write_report
+from benchmarks.pipeline import (
+    DEFAULT_POSTGRES,
+    DEFAULT_RESULTS_DIR,
+    Databases,
+    machine_info,
+    quiet_logger,
+    write_report,
+)
 from domain.instance import CREATE, Instance
 from domain.public_events import to_public_event
 from domain.statuses import ServiceStatus
@@ -166,17 +172,6 @@ def render(report: dict[str, Any]) -> str:
     ])
 
 
-@contextlib.contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -190,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as cleanup:
             cleanup.callback(databases.drop_all)
-            with _quiet("kafka"):
+            with quiet_logger("kafka"):
                 broker = cleanup.enter_context(EmbeddedBroker(log_path=work_dir / "broker.log"))
             report = run(args.events, databases, broker)
     except psycopg.OperationalError as exc:

@@ -149,6 +149,14 @@ def usage_totals(lines: Iterable[UsageLine]) -> dict[str, float]:
             "volume_gb_seconds": round(sum(line.volume_gb_seconds for line in lines), 3)}
 
 
+def window(start: str, end: str) -> tuple[datetime, datetime]:
+    """A ``--from``/``--to`` window as aware UTC bounds; ``ValueError`` saying what is wrong with it."""
+    first, last = window_time(start), window_time(end)
+    if last <= first:
+        raise ValueError("--to must be later than --from")
+    return first, last
+
+
 def window_time(value: str) -> datetime:
     """A report window's bound: ISO 8601 (``2026-12-01``, ``2026-12-01T10:00:00Z``, an offset, or naive
     meaning UTC), as aware UTC."""
