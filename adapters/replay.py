@@ -98,12 +98,7 @@ class Shadow:
 
     def create(self) -> Engine:
         if self.schema is not None:
-            live = create_sql_engine(self.live_url, pool_size=1)
-            try:
-                with live.begin() as connection:
-                    connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-            finally:
-                live.dispose()
+            self._on_live(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
         return create_sql_engine(self.url, pool_size=2)
 
     def drop(self) -> None:
@@ -111,10 +106,14 @@ class Shadow:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
             return
+        self._on_live(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+    def _on_live(self, statement: str) -> None:
+        """One statement on the live database, where a PostgreSQL shadow's schema lives."""
         live = create_sql_engine(self.live_url, pool_size=1)
         try:
             with live.begin() as connection:
-                connection.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
+                connection.execute(text(statement))
         finally:
             live.dispose()
 
@@ -487,6 +486,9 @@ def replayable() -> list[str]:
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.cli import resolve_bootstrap
 
+    if args.batch < 1:
+        print("trove-es replay: --batch must be at least 1", file=sys.stderr)
+        return 2
     try:
         target = ReplayTarget.named(args.projection, settings)
     except ReplayError as exc:
